@@ -1,1 +1,449 @@
-//! berth-cgroups
+//! Container cgroups on v1, v2 and hybrid hosts.
+//!
+//! This is the part of the cgroup manager the container lifecycle needs: find
+//! the hierarchies once per command, place a container in its own cgroup in
+//! every hierarchy, apply v1 device rules, list and signal its processes, and
+//! remove its directories. Resource limits build on the same [`Cgroup`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("create cgroup {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("write {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+    #[error("remove cgroup {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("no cgroup hierarchy is mounted (looked in /proc/self/mountinfo)")]
+    NoHierarchy,
+    #[error("linux.resources.devices: device rules need the v1 devices controller, which is not mounted on this host (cgroup v2 device programs are not supported yet)")]
+    NoDevicesController,
+    #[error("linux.cgroupsPath {0:?}: the systemd \"slice:prefix:name\" form needs --systemd-cgroup, which is not supported yet")]
+    SystemdPath(String),
+}
+
+/// One mounted hierarchy: its key (`"unified"` for cgroup2, else the v1
+/// controllers as mounted, e.g. `"cpu,cpuacct"` or `"name=systemd"`), where it
+/// is mounted, and this process's own cgroup inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub key: String,
+    pub mountpoint: PathBuf,
+    pub own: PathBuf,
+}
+
+impl Hierarchy {
+    pub fn is_unified(&self) -> bool {
+        self.key == UNIFIED
+    }
+}
+
+pub const UNIFIED: &str = "unified";
+
+/// The cgroup hierarchies of this host as this process sees them.
+#[derive(Debug, Clone, Default)]
+pub struct Hierarchies {
+    pub list: Vec<Hierarchy>,
+}
+
+impl Hierarchies {
+    /// Read `/proc/self/mountinfo` and `/proc/self/cgroup` once.
+    pub fn detect() -> Result<Self, CgroupError> {
+        let mountinfo = read("/proc/self/mountinfo")?;
+        let own = read("/proc/self/cgroup")?;
+        let list = parse(&mountinfo, &own);
+        if list.is_empty() {
+            return Err(CgroupError::NoHierarchy);
+        }
+        Ok(Hierarchies { list })
+    }
+
+    /// Only cgroup2 is mounted.
+    pub fn is_v2_only(&self) -> bool {
+        self.list.iter().all(Hierarchy::is_unified)
+    }
+
+    pub fn has_v1(&self, controller: &str) -> bool {
+        self.list
+            .iter()
+            .any(|h| !h.is_unified() && h.key.split(',').any(|c| c == controller))
+    }
+
+    /// The container's cgroup for `linux.cgroupsPath` (absolute: from each
+    /// hierarchy's root; relative or unset: below berth's own cgroup, as runc
+    /// places it; unset means the container id).
+    pub fn container(&self, cgroups_path: Option<&str>, id: &str) -> Result<Cgroup, CgroupError> {
+        let inner = match cgroups_path {
+            Some(p) if !p.is_empty() => {
+                if !p.starts_with('/') && p.split(':').count() == 3 {
+                    return Err(CgroupError::SystemdPath(p.to_string()));
+                }
+                p.to_string()
+            }
+            _ => id.to_string(),
+        };
+        let paths = self
+            .list
+            .iter()
+            .map(|h| {
+                let rel = if inner.starts_with('/') {
+                    PathBuf::from(inner.trim_start_matches('/'))
+                } else {
+                    h.own.strip_prefix("/").unwrap_or(&h.own).join(&inner)
+                };
+                (h.key.clone(), h.mountpoint.join(rel))
+            })
+            .collect();
+        Ok(Cgroup { paths })
+    }
+}
+
+fn read(path: &str) -> Result<String, CgroupError> {
+    fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Pure parser for mountinfo + /proc/self/cgroup, unit-tested below.
+fn parse(mountinfo: &str, own_cgroup: &str) -> Vec<Hierarchy> {
+    // /proc/self/cgroup: "ID:controllers:path"; v2 has ID 0 and no controllers.
+    let mut own: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for line in own_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrl, path) = match (f.next(), f.next(), f.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        let key = if ctrl.is_empty() { UNIFIED } else { ctrl };
+        own.insert(key.to_string(), PathBuf::from(path));
+    }
+    let mut list = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let (root, mountpoint) = (pre[3], unescape(pre[4]));
+        let key = match post[0] {
+            "cgroup2" => UNIFIED.to_string(),
+            "cgroup" => {
+                let opts: Vec<&str> = post[2]
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
+                    .filter(|o| known_v1(o))
+                    .collect();
+                if opts.is_empty() {
+                    continue;
+                }
+                opts.join(",")
+            }
+            _ => continue,
+        };
+        if list.iter().any(|h: &Hierarchy| h.key == key) {
+            continue; // the same hierarchy mounted twice: keep the first
+        }
+        // Our own cgroup is relative to the hierarchy root; the mount may
+        // expose only a subtree (`root` field), so strip it.
+        let own_path = own.get(&key).cloned().unwrap_or_else(|| PathBuf::from("/"));
+        let own_path = match own_path.strip_prefix(root) {
+            Ok(rest) => Path::new("/").join(rest),
+            Err(_) => own_path,
+        };
+        list.push(Hierarchy {
+            key,
+            mountpoint: PathBuf::from(mountpoint),
+            own: own_path,
+        });
+    }
+    list
+}
+
+fn known_v1(opt: &str) -> bool {
+    opt.starts_with("name=")
+        || matches!(
+            opt,
+            "cpu"
+                | "cpuacct"
+                | "cpuset"
+                | "memory"
+                | "devices"
+                | "freezer"
+                | "blkio"
+                | "pids"
+                | "net_cls"
+                | "net_prio"
+                | "hugetlb"
+                | "perf_event"
+                | "rdma"
+                | "misc"
+        )
+}
+
+fn unescape(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// A device cgroup rule, as config.json's `linux.resources.devices[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// 'a', 'b' or 'c'.
+    pub kind: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    pub access: String,
+}
+
+impl DeviceRule {
+    fn line(&self) -> String {
+        let n = |v: Option<i64>| v.map_or("*".to_string(), |v| v.to_string());
+        if self.kind == 'a' {
+            return format!("a *:* {}", self.access);
+        }
+        format!("{} {}:{} {}", self.kind, n(self.major), n(self.minor), self.access)
+    }
+}
+
+/// The devices every container may use whatever its rules say, as runc
+/// allows them: null, zero, full, tty, random, urandom, ptmx and the ptys.
+pub fn default_device_rules() -> Vec<DeviceRule> {
+    let c = |major: i64, minor: Option<i64>| DeviceRule {
+        allow: true,
+        kind: 'c',
+        major: Some(major),
+        minor,
+        access: "rwm".into(),
+    };
+    vec![
+        c(1, Some(3)),
+        c(1, Some(5)),
+        c(1, Some(7)),
+        c(5, Some(0)),
+        c(1, Some(8)),
+        c(1, Some(9)),
+        c(5, Some(2)),
+        c(136, None),
+    ]
+}
+
+/// A container's cgroup: one directory per hierarchy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cgroup {
+    pub paths: BTreeMap<String, PathBuf>,
+}
+
+impl Cgroup {
+    /// Create every directory (parents too). Joining an existing cgroup is fine.
+    pub fn create(&self) -> Result<(), CgroupError> {
+        for path in self.paths.values() {
+            fs::create_dir_all(path).map_err(|source| CgroupError::Create {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Move `pid` into the cgroup in every hierarchy.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        for path in self.paths.values() {
+            write(&path.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Apply device rules in order through the v1 devices controller.
+    pub fn apply_devices(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        let Some((_, dir)) = self
+            .paths
+            .iter()
+            .find(|(k, _)| k.split(',').any(|c| c == "devices"))
+        else {
+            return Err(CgroupError::NoDevicesController);
+        };
+        for rule in rules {
+            let file = if rule.allow { "devices.allow" } else { "devices.deny" };
+            write(&dir.join(file), &rule.line())?;
+        }
+        Ok(())
+    }
+
+    /// Pids in the cgroup (from the unified hierarchy if there is one, else
+    /// the first v1 hierarchy). A missing directory means no processes.
+    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let dir = self
+            .paths
+            .get(UNIFIED)
+            .or_else(|| self.paths.values().next());
+        let Some(dir) = dir else { return Ok(vec![]) };
+        let file = dir.join("cgroup.procs");
+        match fs::read_to_string(&file) {
+            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+            Err(source) => Err(CgroupError::Read { path: file, source }),
+        }
+    }
+
+    /// Send `signal` to every process in the cgroup.
+    pub fn signal_all(&self, signal: i32) -> Result<usize, CgroupError> {
+        let pids = self.pids()?;
+        for &pid in &pids {
+            // SAFETY: kill(2) with a pid read from cgroup.procs; a pid that has
+            // exited since is reported as ESRCH and ignored.
+            unsafe { libc::kill(pid, signal) };
+        }
+        Ok(pids.len())
+    }
+
+    /// Remove every directory, children first. Missing ones are fine.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let mut first_err = None;
+        for path in self.paths.values() {
+            if let Err(e) = remove_tree(path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn remove_tree(path: &Path) -> Result<(), CgroupError> {
+    let entries = match fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(CgroupError::Remove {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    // A cgroup whose last task just exited can still be busy for a moment.
+    let mut tries = 0;
+    loop {
+        match fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const OWN: &str = "5:memory:/a\n4:devices:/\n3:cpu:/\n1:name=systemd:/s\n0::/u\n";
+
+    #[test]
+    fn parses_hybrid_layout() {
+        let h = Hierarchies {
+            list: parse(HYBRID, OWN),
+        };
+        let keys: Vec<_> = h.list.iter().map(|h| h.key.as_str()).collect();
+        assert_eq!(keys, ["cpu", "memory", "devices", "name=systemd", "unified"]);
+        assert!(!h.is_v2_only());
+        assert!(h.has_v1("devices"));
+        let cg = h.container(None, "c1").unwrap();
+        assert_eq!(cg.paths["memory"], PathBuf::from("/sys/fs/cgroup/memory/a/c1"));
+        assert_eq!(cg.paths["unified"], PathBuf::from("/sys/fs/cgroup/unified/u/c1"));
+        let cg = h.container(Some("/x/y"), "c1").unwrap();
+        assert_eq!(cg.paths["memory"], PathBuf::from("/sys/fs/cgroup/memory/x/y"));
+        assert_eq!(cg.paths["name=systemd"], PathBuf::from("/sys/fs/cgroup/systemd/x/y"));
+        assert!(matches!(
+            h.container(Some("system.slice:berth:c1"), "c1"),
+            Err(CgroupError::SystemdPath(_))
+        ));
+    }
+
+    #[test]
+    fn parses_v2_only_with_subtree_root() {
+        let mi = "30 1 0:26 /sub /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let h = Hierarchies {
+            list: parse(mi, "0::/sub/me\n"),
+        };
+        assert!(h.is_v2_only());
+        let cg = h.container(Some("rel"), "x").unwrap();
+        assert_eq!(cg.paths["unified"], PathBuf::from("/sys/fs/cgroup/me/rel"));
+    }
+
+    #[test]
+    fn device_rule_lines() {
+        let deny_all = DeviceRule {
+            allow: false,
+            kind: 'a',
+            major: None,
+            minor: None,
+            access: "rwm".into(),
+        };
+        assert_eq!(deny_all.line(), "a *:* rwm");
+        assert_eq!(default_device_rules()[0].line(), "c 1:3 rwm");
+        assert_eq!(default_device_rules()[7].line(), "c 136:* rwm");
+    }
+
+    #[test]
+    fn unescapes_mountinfo() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+}
