@@ -47,7 +47,7 @@ done
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 STAMP_NAME=.berth-rootfs-stamp
 # Bump LAYOUT when the tree built below changes, so cached trees are rebuilt.
-LAYOUT=1
+LAYOUT=2
 
 log() { printf 'mkrootfs: %s\n' "$*"; }
 
@@ -146,7 +146,10 @@ berth:*:19000:0:99999:7:::
 nobody:*:19000:0:99999:7:::
 EOF
 chmod 0640 etc/shadow
-echo berth >etc/hostname
+# Same hostname and marker as the integration harness's own fallback rootfs
+# (integration/src/lib.rs), so tests see one tree whichever built it.
+echo berth-rootfs >etc/hostname
+echo rootfs >etc/marker
 cat >etc/hosts <<'EOF'
 127.0.0.1	localhost
 ::1	localhost ip6-localhost ip6-loopback

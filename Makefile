@@ -1,0 +1,64 @@
+# Short names for what README.md tells people to run. Everything runs as root.
+#
+#   make demo    install deps, build berth, run one busybox container
+#   make test    install deps, build, fmt + clippy, then the whole test suite
+#   make bench   berth vs crun vs runc (hack/bench; BENCH_ARGS="-n 50 --hyperfine")
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO      ?= cargo
+TARGET     := x86_64-unknown-linux-gnu
+BERTH_BIN  := $(CURDIR)/target/release/berth
+PROBE      := $(CURDIR)/target/$(TARGET)/release/berth-probe
+ROOTFS     := $(CURDIR)/hack/.cache/rootfs
+DEMO       := $(CURDIR)/hack/.cache/demo
+# The test runner: `cargo test` (default) or `cargo nextest run`.
+TEST_CMD   ?= $(CARGO) test --workspace
+BENCH_ARGS ?=
+
+.NOTPARALLEL:
+.PHONY: all deps build build-all probe rootfs demo lint test bench clean
+
+all: build
+
+deps:
+	bash hack/deps.sh
+
+build:
+	$(CARGO) build --release
+
+build-all:
+	$(CARGO) build --release --workspace
+
+# berth-probe is copied into test root filesystems, so it must be static.
+probe:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release \
+		-p berth-integration --bin berth-probe --target $(TARGET)
+
+rootfs: probe
+	bash hack/mkrootfs.sh $(ROOTFS) --probe $(PROBE)
+
+demo: deps build
+	BERTH=$(BERTH_BIN) bash hack/mkbundle.sh $(DEMO) sh -c 'echo "hello from berth: pid $$$$ in $$(hostname), uid $$(id -u)"'
+	id=demo-$$$$; rc=0; \
+	$(BERTH_BIN) run --bundle $(DEMO) $$id </dev/null || rc=$$?; \
+	$(BERTH_BIN) delete --force $$id >/dev/null 2>&1 || true; \
+	rm -rf $(DEMO); \
+	exit $$rc
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The test suite is last so its summary lines close the output.
+test: deps build-all rootfs lint
+	BERTH_BIN=$(BERTH_BIN) BERTH_TEST_ROOTFS=$(ROOTFS) BERTH_PROBE=$(PROBE) \
+		$(TEST_CMD)
+
+bench: deps build
+	BERTH=$(BERTH_BIN) bash hack/bench $(BENCH_ARGS)
+
+clean:
+	$(CARGO) clean
+	rm -rf hack/.cache
