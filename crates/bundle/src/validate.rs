@@ -1,0 +1,416 @@
+//! Checks on the typed `Spec`: everything the runtime-spec and runc require
+//! that a well-typed config can still get wrong.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Hook, Hooks, Linux, LinuxIdMapping, LinuxNamespace, LinuxNamespaceType, Mount, Process, Spec,
+};
+
+use crate::error::Validation;
+use crate::jsonpath::{field, index, key};
+use crate::tables::{
+    mount_option, namespace_name, propagation_options, MountOpt, BACKENDS, BACKEND_ANNOTATION,
+    OCI_VERSION_MAX, OCI_VERSION_MIN,
+};
+
+/// Runs every typed check.
+pub(crate) fn check(spec: &Spec, bundle_dir: &Path, out: &mut Validation) {
+    let ns = Namespaces::of(spec);
+    oci_version(spec.version(), out);
+    root(spec, bundle_dir, out);
+    mounts(spec.mounts().as_deref().unwrap_or_default(), out);
+    match spec.process() {
+        Some(process) => self::process(process, out),
+        None => out.problem("process", "required to create or run a container"),
+    }
+    if let Some(hooks) = spec.hooks() {
+        self::hooks(hooks, out);
+    }
+    if let Some(linux) = spec.linux() {
+        namespaces(linux, out);
+        id_mappings(linux, &ns, out);
+        sysctl(linux, &ns, out);
+        rootfs_propagation(linux, out);
+    }
+    uts_names(spec, &ns, out);
+    backend(spec, out);
+}
+
+/// Which namespaces the container gets (created or joined by path).
+struct Namespaces(Vec<LinuxNamespace>);
+
+impl Namespaces {
+    fn of(spec: &Spec) -> Self {
+        let list = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
+        Namespaces(list.unwrap_or_default())
+    }
+
+    fn find(&self, typ: LinuxNamespaceType) -> Option<&LinuxNamespace> {
+        self.0.iter().find(|ns| ns.typ() == typ)
+    }
+
+    fn has(&self, typ: LinuxNamespaceType) -> bool {
+        self.find(typ).is_some()
+    }
+}
+
+/// A SemVer 2.0.0 version: major.minor.patch, with pre-release and build
+/// suffixes, which only the pre-release affects in ordering.
+fn parse_semver(v: &str) -> Option<(u64, u64, u64, bool)> {
+    let core = v.split('+').next()?;
+    let (core, pre) = match core.split_once('-') {
+        Some((core, pre)) if !pre.is_empty() => (core, true),
+        Some(_) => return None,
+        None => (core, false),
+    };
+    let mut parts = core.split('.').map(|p| {
+        let leading_zero = p.len() > 1 && p.starts_with('0');
+        let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if digits && !leading_zero {
+            p.parse::<u64>().ok()
+        } else {
+            None
+        }
+    });
+    let version = (parts.next()??, parts.next()??, parts.next()??, pre);
+    parts.next().is_none().then_some(version)
+}
+
+fn oci_version(version: &str, out: &mut Validation) {
+    let range = format!("allowed: {OCI_VERSION_MIN} to {OCI_VERSION_MAX}");
+    let Some((major, minor, patch, pre)) = parse_semver(version) else {
+        out.problem(
+            "ociVersion",
+            format!("{version:?} is not a SemVer version ({range})"),
+        );
+        return;
+    };
+    let (max_major, max_minor, max_patch, _) =
+        parse_semver(OCI_VERSION_MAX).expect("valid constant");
+    let newer = (major, minor, patch) > (max_major, max_minor, max_patch);
+    let older = major < 1 || (major, minor, patch, pre) == (1, 0, 0, true);
+    if newer || older {
+        out.problem(
+            "ociVersion",
+            format!("version {version} is not supported ({range})"),
+        );
+    }
+}
+
+/// Where `root.path` points, joined to the bundle directory if relative.
+pub(crate) fn rootfs_path(spec: &Spec, bundle_dir: &Path) -> Option<PathBuf> {
+    let path = spec.root().as_ref()?.path();
+    (!path.as_os_str().is_empty()).then(|| bundle_dir.join(path))
+}
+
+fn root(spec: &Spec, bundle_dir: &Path, out: &mut Validation) {
+    if spec.root().is_none() {
+        out.problem("root", "required: the container's root filesystem");
+        return;
+    }
+    let Some(path) = rootfs_path(spec, bundle_dir) else {
+        out.problem("root.path", "must not be empty");
+        return;
+    };
+    let shown = path.display();
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => out.problem("root.path", format!("{shown} is not a directory")),
+        Err(_) if path.symlink_metadata().is_ok() => {
+            out.problem("root.path", format!("{shown} is a dangling symlink"))
+        }
+        Err(e) => out.problem("root.path", format!("{shown}: {e}")),
+    }
+}
+
+fn mounts(mounts: &[Mount], out: &mut Validation) {
+    for (i, mount) in mounts.iter().enumerate() {
+        let at = index("mounts", i);
+        if !mount.destination().is_absolute() {
+            let dest = mount.destination().display();
+            out.problem(
+                field(&at, "destination"),
+                format!("{dest:?} is not an absolute path"),
+            );
+        }
+        let has_source = mount
+            .source()
+            .as_ref()
+            .is_some_and(|s| !s.as_os_str().is_empty());
+        if is_bind(mount) && !has_source {
+            out.problem(field(&at, "source"), "required for a bind mount");
+        }
+    }
+}
+
+fn is_bind(mount: &Mount) -> bool {
+    let opts = mount.options().as_deref().unwrap_or_default();
+    mount.typ().as_deref() == Some("bind")
+        || opts
+            .iter()
+            .any(|o| matches!(mount_option(o), Some(MountOpt::Bind { .. })))
+}
+
+fn process(process: &Process, out: &mut Validation) {
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        out.problem("process.args", "must name the program to run");
+    }
+    if !process.cwd().is_absolute() {
+        let cwd = process.cwd().display();
+        out.problem("process.cwd", format!("{cwd:?} is not an absolute path"));
+    }
+    let mut seen = HashSet::new();
+    for (i, rlimit) in process
+        .rlimits()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let at = index("process.rlimits", i);
+        if !seen.insert(rlimit.typ().to_string()) {
+            out.problem(
+                field(&at, "type"),
+                format!("{} is set more than once", rlimit.typ()),
+            );
+        }
+        if rlimit.soft() > rlimit.hard() {
+            let (soft, hard) = (rlimit.soft(), rlimit.hard());
+            out.problem(
+                at,
+                format!("soft limit {soft} is greater than hard limit {hard}"),
+            );
+        }
+    }
+}
+
+fn hooks(hooks: &Hooks, out: &mut Validation) {
+    #[allow(deprecated)] // prestart is deprecated but still run, as runc does
+    let lists = [
+        ("prestart", hooks.prestart()),
+        ("createRuntime", hooks.create_runtime()),
+        ("createContainer", hooks.create_container()),
+        ("startContainer", hooks.start_container()),
+        ("poststart", hooks.poststart()),
+        ("poststop", hooks.poststop()),
+    ];
+    for (name, list) in lists {
+        for (i, hook) in list.as_deref().unwrap_or_default().iter().enumerate() {
+            self::hook(hook, &index(&field("hooks", name), i), out);
+        }
+    }
+}
+
+fn hook(hook: &Hook, at: &str, out: &mut Validation) {
+    if !hook.path().is_absolute() {
+        let path = hook.path().display();
+        out.problem(
+            field(at, "path"),
+            format!("{path:?} is not an absolute path"),
+        );
+    }
+    if let Some(timeout) = hook.timeout().filter(|t| *t <= 0) {
+        out.problem(
+            field(at, "timeout"),
+            format!("{timeout} is not a positive number of seconds"),
+        );
+    }
+}
+
+fn namespaces(linux: &Linux, out: &mut Validation) {
+    let mut seen = HashSet::new();
+    for (i, ns) in linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let at = index("linux.namespaces", i);
+        let name = namespace_name(ns.typ());
+        if !seen.insert(ns.typ()) {
+            out.problem(
+                field(&at, "type"),
+                format!("namespace {name:?} is listed more than once"),
+            );
+        }
+        let Some(path) = ns.path() else { continue };
+        if !path.is_absolute() {
+            out.problem(
+                field(&at, "path"),
+                format!("{:?} is not an absolute path", path.display()),
+            );
+        } else if !path.exists() {
+            out.problem(
+                field(&at, "path"),
+                format!("{} does not exist", path.display()),
+            );
+        }
+    }
+}
+
+fn id_mappings(linux: &Linux, ns: &Namespaces, out: &mut Validation) {
+    let user = ns.find(LinuxNamespaceType::User);
+    for (name, maps) in [
+        ("uidMappings", linux.uid_mappings()),
+        ("gidMappings", linux.gid_mappings()),
+    ] {
+        let at = field("linux", name);
+        let maps = maps.as_deref().unwrap_or_default();
+        match user {
+            None if !maps.is_empty() => {
+                out.problem(&at, "mappings need a user namespace in linux.namespaces")
+            }
+            Some(u) if u.path().is_none() && maps.is_empty() => {
+                out.problem(&at, "required when a new user namespace is created")
+            }
+            _ => mapping_ranges(maps, &at, out),
+        }
+    }
+}
+
+fn mapping_ranges(maps: &[LinuxIdMapping], at: &str, out: &mut Validation) {
+    let end = |start: u32, size: u32| u64::from(start) + u64::from(size);
+    for (i, m) in maps.iter().enumerate() {
+        let here = index(at, i);
+        if m.size() == 0 {
+            out.problem(field(&here, "size"), "must be at least 1");
+            continue;
+        }
+        let max = u64::from(u32::MAX);
+        if end(m.container_id(), m.size()) > max || end(m.host_id(), m.size()) > max {
+            out.problem(
+                &here,
+                format!("range of {} ids overflows 32-bit ids", m.size()),
+            );
+            continue;
+        }
+        for (j, other) in maps[..i].iter().enumerate() {
+            let overlaps = |a: u32, b: u32| {
+                a < b.saturating_add(other.size()) && b < a.saturating_add(m.size())
+            };
+            if overlaps(m.container_id(), other.container_id()) {
+                out.problem(&here, format!("container ids overlap {}", index(at, j)));
+            }
+            if overlaps(m.host_id(), other.host_id()) {
+                out.problem(&here, format!("host ids overlap {}", index(at, j)));
+            }
+        }
+    }
+}
+
+/// The namespace a sysctl lives in, or `None` if it isn't namespaced.
+fn sysctl_namespace(name: &str) -> Option<LinuxNamespaceType> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&name) || name.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if name.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if name == "kernel.hostname" || name == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
+fn sysctl(linux: &Linux, ns: &Namespaces, out: &mut Validation) {
+    let Some(sysctl) = linux.sysctl() else { return };
+    let mut names: Vec<&String> = sysctl.keys().collect();
+    names.sort();
+    for name in names {
+        let at = key("linux.sysctl", name);
+        match sysctl_namespace(name) {
+            None => out.problem(at, "not allowed: not namespaced, it would change the host"),
+            Some(typ) if !ns.has(typ) => {
+                let ns = namespace_name(typ);
+                out.problem(
+                    at,
+                    format!(
+                        "needs a {ns} namespace in linux.namespaces (it would change the host's)"
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn rootfs_propagation(linux: &Linux, out: &mut Validation) {
+    let Some(mode) = linux
+        .rootfs_propagation()
+        .as_deref()
+        .filter(|m| !m.is_empty())
+    else {
+        return;
+    };
+    if !propagation_options().any(|p| p == mode) {
+        let allowed: Vec<_> = propagation_options().collect();
+        out.problem(
+            "linux.rootfsPropagation",
+            format!(
+                "unknown propagation {mode:?} (allowed: {})",
+                allowed.join(", ")
+            ),
+        );
+    }
+}
+
+fn uts_names(spec: &Spec, ns: &Namespaces, out: &mut Validation) {
+    if ns.has(LinuxNamespaceType::Uts) {
+        return;
+    }
+    for (name, value) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
+        if value.as_deref().is_some_and(|v| !v.is_empty()) {
+            out.problem(
+                name,
+                "needs a uts namespace in linux.namespaces (it would change the host's)",
+            );
+        }
+    }
+}
+
+fn backend(spec: &Spec, out: &mut Validation) {
+    let chosen = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(BACKEND_ANNOTATION));
+    if let Some(chosen) = chosen.filter(|b| !BACKENDS.contains(&b.as_str())) {
+        out.problem(
+            key("annotations", BACKEND_ANNOTATION),
+            format!(
+                "unknown backend {chosen:?} (allowed: {})",
+                BACKENDS.join(", ")
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_semver;
+
+    #[test]
+    fn semver() {
+        assert_eq!(parse_semver("1.0.2"), Some((1, 0, 2, false)));
+        assert_eq!(parse_semver("1.0.2-dev"), Some((1, 0, 2, true)));
+        assert_eq!(parse_semver("1.2.0+build.5"), Some((1, 2, 0, false)));
+        assert_eq!(parse_semver("1.0"), None);
+        assert_eq!(parse_semver("01.0.0"), None);
+        assert_eq!(parse_semver("1.0.0.0"), None);
+        assert_eq!(parse_semver("1.0.0-"), None);
+    }
+}
