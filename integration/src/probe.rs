@@ -10,7 +10,8 @@
 //!   berth-probe read P          {"read": {"path": P, "data": S|null, "errno": N|null}}
 //!   berth-probe ls P            {"ls": {"path": P, "entries": [..]|null, "errno": N|null}}
 //!   berth-probe exit N          exits with status N, prints nothing
-//!   berth-probe sleep [SECS]    sleeps (default: forever), prints nothing
+//!   berth-probe sleep [SECS]    sleeps (default: forever), prints nothing; exits
+//!                               128+N on SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2
 //!   berth-probe echo TEXT...    prints TEXT joined by spaces and a newline (not JSON)
 
 use serde_json::{json, Map, Value};
@@ -187,7 +188,10 @@ fn fds() -> Value {
     names.sort_by_key(|n| n.parse::<u64>().unwrap_or(u64::MAX));
     for n in names {
         let t = readlink(&format!("/proc/self/fd/{n}"));
-        m.insert(n, t.map(Value::String).unwrap_or(Value::Null));
+        // The fd read_dir itself used is closed by now: skip what no longer resolves.
+        if let Some(t) = t {
+            m.insert(n, Value::String(t));
+        }
     }
     Value::Object(m)
 }
@@ -337,6 +341,16 @@ fn main() {
         }
         Some("exit") => std::process::exit(rest.first().and_then(|s| s.parse().ok()).unwrap_or(0)),
         Some("sleep") => {
+            // As pid 1 of a pid namespace, a signal without a handler is ignored;
+            // catch the usual termination signals so `kill TERM` ends the sleeper.
+            extern "C" fn on_signal(sig: libc::c_int) {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(128 + sig) }
+            }
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+                // SAFETY: installing a handler that only calls _exit.
+                unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+            }
             let secs: Option<u64> = rest.first().and_then(|s| s.parse().ok());
             match secs {
                 Some(s) => std::thread::sleep(std::time::Duration::from_secs(s)),
