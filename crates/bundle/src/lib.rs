@@ -45,6 +45,11 @@ pub struct Bundle {
 /// Reads `bundle_dir/config.json`, parses it and validates it, reporting every
 /// problem at once.
 pub fn load(bundle_dir: &Path) -> Result<Bundle, BundleError> {
+    load_with(bundle_dir, kernel_last_cap())
+}
+
+/// [`load`] with the kernel's highest capability number given, for tests.
+fn load_with(bundle_dir: &Path, last_cap: Option<u8>) -> Result<Bundle, BundleError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BundleError::Read { path, source }
@@ -56,7 +61,7 @@ pub fn load(bundle_dir: &Path) -> Result<Bundle, BundleError> {
     let mut value = parse_value(&json)?;
     let mut out = Validation::default();
     let mut removed = Removed::default();
-    raw::names(&mut value, kernel_last_cap(), &mut out, &mut removed);
+    raw::names(&mut value, last_cap, &mut out, &mut removed);
     raw::unsupported(&mut value, &mut out);
     let spec = match typed(value, &removed) {
         Ok(spec) => spec,

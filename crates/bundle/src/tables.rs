@@ -124,6 +124,7 @@ impl MountOpt {
     }
 }
 
+#[allow(clippy::unnecessary_cast)] // c_ulong is 32 bits on some targets
 const fn set(flag: libc::c_ulong) -> MountOpt {
     MountOpt::Flag {
         clear: false,
@@ -131,6 +132,7 @@ const fn set(flag: libc::c_ulong) -> MountOpt {
     }
 }
 
+#[allow(clippy::unnecessary_cast)] // c_ulong is 32 bits on some targets
 const fn clear(flag: libc::c_ulong) -> MountOpt {
     MountOpt::Flag {
         clear: true,
@@ -138,6 +140,7 @@ const fn clear(flag: libc::c_ulong) -> MountOpt {
     }
 }
 
+#[allow(clippy::unnecessary_cast)] // c_ulong is 32 bits on some targets
 const fn propagation(flag: libc::c_ulong) -> MountOpt {
     MountOpt::Propagation(flag as u64)
 }
@@ -279,13 +282,7 @@ mod tests {
 
     #[test]
     fn mount_option_lookup() {
-        assert_eq!(
-            mount_option("ro"),
-            Some(&MountOpt::Flag {
-                clear: false,
-                flag: libc::MS_RDONLY as u64
-            })
-        );
+        assert_eq!(mount_option("ro"), Some(&set(libc::MS_RDONLY)));
         assert_eq!(
             mount_option("rbind"),
             Some(&MountOpt::Bind { recursive: true })

@@ -48,6 +48,10 @@ pub fn template(rootless: bool) -> Spec {
             .uid_mappings(vec![to_root(uid)])
             .gid_mappings(vec![to_root(gid)]);
     }
+    let mut linux = linux.build().expect("linux");
+    // Resources (cgroup limits) aren't implemented yet; the builder's default
+    // carries an empty device list, leave the field out entirely.
+    linux.set_resources(None);
     SpecBuilder::default()
         .version(oci_spec::runtime::VERSION)
         .root(
@@ -60,8 +64,12 @@ pub fn template(rootless: bool) -> Spec {
         .process(process())
         .hostname(HOSTNAME)
         .mounts(mounts(rootless))
-        .linux(linux.build().expect("linux"))
+        .linux(linux)
         .build()
+        .map(|mut spec: Spec| {
+            spec.set_annotations(None);
+            spec
+        })
         .expect("template spec")
 }
 
@@ -85,12 +93,16 @@ fn process() -> oci_spec::runtime::Process {
         Capability::NetBindService,
     ]
     .into();
-    let caps = LinuxCapabilitiesBuilder::default()
+    let mut caps = LinuxCapabilitiesBuilder::default()
         .bounding(default_caps.clone())
         .effective(default_caps.clone())
         .permitted(default_caps)
         .build()
         .expect("capabilities");
+    // The builder starts from oci-spec's default, which fills all five sets;
+    // runc's template leaves inheritable and ambient out.
+    caps.set_inheritable(None);
+    caps.set_ambient(None);
     let nofile = PosixRlimitBuilder::default()
         .typ(PosixRlimitType::RlimitNofile)
         .hard(1024u64)
@@ -138,13 +150,16 @@ fn namespaces(rootless: bool) -> Vec<LinuxNamespace> {
 }
 
 fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
-    MountBuilder::default()
+    let mount = MountBuilder::default()
         .destination(PathBuf::from(destination))
         .typ(typ)
-        .source(PathBuf::from(source))
-        .options(strings(options))
-        .build()
-        .expect("mount")
+        .source(PathBuf::from(source));
+    let mount = if options.is_empty() {
+        mount
+    } else {
+        mount.options(strings(options))
+    };
+    mount.build().expect("mount")
 }
 
 fn mounts(rootless: bool) -> Vec<Mount> {

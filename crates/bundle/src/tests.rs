@@ -1,1 +1,856 @@
+//! One test per rule: a template config broken in exactly one way.
 
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use super::*;
+
+/// A bundle directory with an empty `rootfs/` and the given config.
+fn bundle(config: &Value) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+    write_config(dir.path(), config);
+    dir
+}
+
+fn write_config(dir: &Path, config: &Value) {
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(config).unwrap(),
+    )
+    .unwrap();
+}
+
+fn base() -> Value {
+    serde_json::to_value(template(false)).unwrap()
+}
+
+/// The template with `edit` applied.
+fn config(edit: impl FnOnce(&mut Value)) -> Value {
+    let mut c = base();
+    edit(&mut c);
+    c
+}
+
+fn problems(config: &Value) -> Vec<Problem> {
+    let dir = bundle(config);
+    match load_with(dir.path(), Some(40)) {
+        Err(BundleError::Invalid(problems)) => problems,
+        Ok(_) => vec![],
+        Err(e) => panic!("expected validation problems, got {e}"),
+    }
+}
+
+/// Asserts the edit causes exactly one problem, at `path`, mentioning `msg`.
+#[track_caller]
+fn assert_one(edit: impl FnOnce(&mut Value), path: &str, msg: &str) {
+    let found = problems(&config(edit));
+    assert_eq!(found.len(), 1, "expected one problem, got {found:#?}");
+    assert_eq!(found[0].path, path, "{found:#?}");
+    assert!(
+        found[0].msg.contains(msg),
+        "{:?} does not mention {msg:?}",
+        found[0].msg
+    );
+}
+
+fn ns(types: &[&str]) -> Value {
+    Value::Array(types.iter().map(|t| json!({ "type": t })).collect())
+}
+
+#[test]
+fn templates_validate_cleanly() {
+    for rootless in [false, true] {
+        let spec = template(rootless);
+        let dir = bundle(&serde_json::to_value(&spec).unwrap());
+        let v = validate(&spec, dir.path());
+        assert_eq!(v.problems, vec![], "rootless={rootless}");
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(
+            loaded.rootfs,
+            dir.path().canonicalize().unwrap().join("rootfs")
+        );
+        assert_eq!(loaded.dir, dir.path().canonicalize().unwrap());
+    }
+}
+
+#[test]
+fn rootless_template_maps_caller_and_drops_network() {
+    let spec = serde_json::to_value(template(true)).unwrap();
+    let types: Vec<_> = spec["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].clone())
+        .collect();
+    assert!(types.contains(&json!("user")) && !types.contains(&json!("network")));
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        spec["linux"]["uidMappings"],
+        json!([{ "containerID": 0, "hostID": uid, "size": 1 }])
+    );
+    let mounts = spec["mounts"].as_array().unwrap();
+    assert!(mounts.iter().all(|m| m["destination"] != "/sys/fs/cgroup"));
+    assert!(mounts
+        .iter()
+        .all(|m| !m["options"].to_string().contains("gid=5")));
+    assert!(spec["linux"].get("resources").is_none());
+}
+
+#[test]
+fn template_has_no_resources() {
+    assert!(template(false)
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .is_none());
+}
+
+#[test]
+fn oci_version_must_be_semver() {
+    assert_one(
+        |c| c["ociVersion"] = json!("one"),
+        "ociVersion",
+        "not a SemVer version (allowed: 1.0.0 to 1.3.0)",
+    );
+}
+
+#[test]
+fn oci_version_must_not_be_newer_than_supported() {
+    assert_one(
+        |c| c["ociVersion"] = json!("1.4.0"),
+        "ociVersion",
+        "version 1.4.0 is not supported",
+    );
+    assert_one(
+        |c| c["ociVersion"] = json!("2.0.0"),
+        "ociVersion",
+        "allowed: 1.0.0 to 1.3.0",
+    );
+    assert!(problems(&config(|c| c["ociVersion"] = json!("1.0.2-dev"))).is_empty());
+}
+
+#[test]
+fn root_is_required() {
+    assert_one(
+        |c| drop(c.as_object_mut().unwrap().remove("root")),
+        "root",
+        "required",
+    );
+}
+
+#[test]
+fn root_path_must_not_be_empty() {
+    assert_one(
+        |c| c["root"]["path"] = json!(""),
+        "root.path",
+        "must not be empty",
+    );
+}
+
+#[test]
+fn rootfs_must_exist() {
+    assert_one(
+        |c| c["root"]["path"] = json!("nope"),
+        "root.path",
+        "No such file or directory",
+    );
+}
+
+#[test]
+fn rootfs_must_be_a_directory() {
+    let dir = bundle(&base());
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    write_config(dir.path(), &config(|c| c["root"]["path"] = json!("file")));
+    let Err(BundleError::Invalid(p)) = load(dir.path()) else {
+        panic!()
+    };
+    assert_eq!((p.len(), p[0].path.as_str()), (1, "root.path"));
+    assert!(p[0].msg.ends_with("is not a directory"));
+}
+
+#[test]
+fn rootfs_must_not_be_a_dangling_symlink() {
+    let dir = bundle(&base());
+    std::os::unix::fs::symlink("missing", dir.path().join("link")).unwrap();
+    write_config(dir.path(), &config(|c| c["root"]["path"] = json!("link")));
+    let Err(BundleError::Invalid(p)) = load(dir.path()) else {
+        panic!()
+    };
+    assert_eq!((p.len(), p[0].path.as_str()), (1, "root.path"));
+    assert!(p[0].msg.ends_with("is a dangling symlink"));
+}
+
+#[test]
+fn absolute_rootfs_is_used_as_is() {
+    let other = tempfile::tempdir().unwrap();
+    let dir = bundle(&config(|c| c["root"]["path"] = json!(other.path())));
+    assert_eq!(
+        load(dir.path()).unwrap().rootfs,
+        other.path().canonicalize().unwrap()
+    );
+}
+
+#[test]
+fn mount_destination_must_be_absolute() {
+    assert_one(
+        |c| c["mounts"][1]["destination"] = json!("dev"),
+        "mounts[1].destination",
+        "not an absolute path",
+    );
+}
+
+#[test]
+fn bind_mount_needs_source() {
+    let bind = json!({ "destination": "/data", "type": "none", "options": ["rbind", "ro"] });
+    assert_one(
+        |c| c["mounts"].as_array_mut().unwrap().push(bind),
+        "mounts[7].source",
+        "required for a bind mount",
+    );
+    let bind = json!({ "destination": "/data", "type": "bind", "source": "" });
+    assert_one(
+        |c| c["mounts"].as_array_mut().unwrap().push(bind),
+        "mounts[7].source",
+        "required for a bind mount",
+    );
+}
+
+#[test]
+fn namespace_type_must_be_known() {
+    assert_one(
+        |c| c["linux"]["namespaces"][1]["type"] = json!("net"),
+        "linux.namespaces[1].type",
+        r#"unknown namespace type "net" (allowed: cgroup, ipc, mount, network, pid, time, user, uts)"#,
+    );
+}
+
+#[test]
+fn namespace_must_not_repeat() {
+    assert_one(
+        |c| c["linux"]["namespaces"] = ns(&["pid", "network", "ipc", "uts", "mount", "pid"]),
+        "linux.namespaces[5].type",
+        r#"namespace "pid" is listed more than once"#,
+    );
+}
+
+#[test]
+fn namespace_path_must_be_absolute() {
+    assert_one(
+        |c| c["linux"]["namespaces"][0]["path"] = json!("proc/1/ns/pid"),
+        "linux.namespaces[0].path",
+        "not an absolute path",
+    );
+}
+
+#[test]
+fn namespace_path_must_exist() {
+    assert_one(
+        |c| c["linux"]["namespaces"][1]["path"] = json!("/nonexistent/ns/net"),
+        "linux.namespaces[1].path",
+        "/nonexistent/ns/net does not exist",
+    );
+    assert!(problems(&config(
+        |c| c["linux"]["namespaces"][1]["path"] = json!("/proc/self/ns/net")
+    ))
+    .is_empty());
+}
+
+fn with_user_ns(c: &mut Value) {
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "type": "user" }));
+    c["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    c["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+}
+
+#[test]
+fn user_namespace_needs_mappings() {
+    assert_one(
+        |c| {
+            with_user_ns(c);
+            c["linux"].as_object_mut().unwrap().remove("gidMappings");
+        },
+        "linux.gidMappings",
+        "required when a new user namespace is created",
+    );
+}
+
+#[test]
+fn joined_user_namespace_needs_no_mappings() {
+    let found = problems(&config(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "type": "user", "path": "/proc/self/ns/user" }));
+    }));
+    assert_eq!(found, vec![]);
+}
+
+#[test]
+fn mappings_need_user_namespace() {
+    assert_one(
+        |c| c["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": 1000, "size": 1 }]),
+        "linux.uidMappings",
+        "mappings need a user namespace",
+    );
+}
+
+#[test]
+fn mapping_size_must_not_be_zero() {
+    assert_one(
+        |c| {
+            with_user_ns(c);
+            c["linux"]["uidMappings"][0]["size"] = json!(0);
+        },
+        "linux.uidMappings[0].size",
+        "must be at least 1",
+    );
+}
+
+#[test]
+fn mapping_must_not_overflow() {
+    assert_one(
+        |c| {
+            with_user_ns(c);
+            c["linux"]["gidMappings"][0]["hostID"] = json!(u32::MAX - 10);
+        },
+        "linux.gidMappings[0]",
+        "overflows 32-bit ids",
+    );
+}
+
+#[test]
+fn mappings_must_not_overlap_in_container() {
+    assert_one(
+        |c| {
+            with_user_ns(c);
+            c["linux"]["uidMappings"] = json!([
+                { "containerID": 0, "hostID": 1000, "size": 10 },
+                { "containerID": 5, "hostID": 2000, "size": 10 },
+            ]);
+        },
+        "linux.uidMappings[1]",
+        "container ids overlap linux.uidMappings[0]",
+    );
+}
+
+#[test]
+fn mappings_must_not_overlap_on_host() {
+    assert_one(
+        |c| {
+            with_user_ns(c);
+            c["linux"]["gidMappings"] = json!([
+                { "containerID": 0, "hostID": 1000, "size": 10 },
+                { "containerID": 100, "hostID": 1009, "size": 1 },
+            ]);
+        },
+        "linux.gidMappings[1]",
+        "host ids overlap linux.gidMappings[0]",
+    );
+}
+
+#[test]
+fn process_is_required() {
+    assert_one(
+        |c| drop(c.as_object_mut().unwrap().remove("process")),
+        "process",
+        "required",
+    );
+}
+
+#[test]
+fn process_args_must_not_be_empty() {
+    assert_one(
+        |c| c["process"]["args"] = json!([]),
+        "process.args",
+        "must name the program",
+    );
+}
+
+#[test]
+fn process_cwd_must_be_absolute() {
+    assert_one(
+        |c| c["process"]["cwd"] = json!("home"),
+        "process.cwd",
+        "\"home\" is not an absolute path",
+    );
+}
+
+#[test]
+fn capability_must_be_known() {
+    assert_one(
+        |c| {
+            c["process"]["capabilities"]["bounding"] =
+                json!(["CAP_KILL", "CAP_CHOWN", "CAP_AUDIT_WRITE", "CAP_FOO"])
+        },
+        "process.capabilities.bounding[3]",
+        r#"unknown capability "CAP_FOO""#,
+    );
+}
+
+#[test]
+fn capability_spelled_informally_gets_a_hint() {
+    assert_one(
+        |c| c["process"]["capabilities"]["ambient"] = json!(["kill"]),
+        "process.capabilities.ambient[0]",
+        r#"did you mean "CAP_KILL"?"#,
+    );
+}
+
+#[test]
+fn capability_unknown_to_kernel_is_warned_about_and_dropped() {
+    let cfg = config(|c| {
+        c["process"]["capabilities"]["permitted"] = json!(["CAP_KILL", "CAP_BPF", "CAP_CHOWN"])
+    });
+    let dir = bundle(&cfg);
+    // Pretend the kernel stops at CAP_AUDIT_READ (37); CAP_BPF is 39.
+    let loaded = load_with(dir.path(), Some(37)).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        vec!["process.capabilities.permitted[1]: CAP_BPF is not supported by the running kernel; skipping"]
+    );
+    let permitted = loaded
+        .spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .as_ref()
+        .unwrap()
+        .permitted()
+        .clone();
+    let names: std::collections::BTreeSet<_> =
+        permitted.unwrap().iter().map(|c| c.to_string()).collect();
+    assert_eq!(names, ["CHOWN", "KILL"].map(String::from).into());
+}
+
+#[test]
+fn rlimit_type_must_be_known() {
+    assert_one(
+        |c| c["process"]["rlimits"] = json!([{ "type": "RLIMIT_FOO", "hard": 1, "soft": 1 }]),
+        "process.rlimits[0].type",
+        r#"unknown rlimit type "RLIMIT_FOO" (allowed: RLIMIT_AS,"#,
+    );
+}
+
+#[test]
+fn rlimit_must_not_repeat() {
+    let limit = json!({ "type": "RLIMIT_NOFILE", "hard": 10, "soft": 10 });
+    assert_one(
+        |c| c["process"]["rlimits"].as_array_mut().unwrap().push(limit),
+        "process.rlimits[1].type",
+        "RLIMIT_NOFILE is set more than once",
+    );
+}
+
+#[test]
+fn rlimit_soft_must_not_exceed_hard() {
+    assert_one(
+        |c| c["process"]["rlimits"][0]["soft"] = json!(2048),
+        "process.rlimits[0]",
+        "soft limit 2048 is greater than hard limit 1024",
+    );
+}
+
+#[test]
+fn hook_path_must_be_absolute() {
+    assert_one(
+        |c| c["hooks"] = json!({ "poststop": [{ "path": "/bin/true" }, { "path": "cleanup" }] }),
+        "hooks.poststop[1].path",
+        "\"cleanup\" is not an absolute path",
+    );
+}
+
+#[test]
+fn hook_timeout_must_be_positive() {
+    assert_one(
+        |c| c["hooks"] = json!({ "createRuntime": [{ "path": "/bin/true", "timeout": 0 }] }),
+        "hooks.createRuntime[0].timeout",
+        "0 is not a positive number of seconds",
+    );
+}
+
+#[test]
+fn net_sysctl_needs_network_namespace() {
+    assert!(problems(&config(
+        |c| c["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": "1" })
+    ))
+    .is_empty());
+    assert_one(
+        |c| {
+            c["linux"]["namespaces"] = ns(&["pid", "ipc", "uts", "mount"]);
+            c["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": "1" });
+        },
+        r#"linux.sysctl["net.ipv4.ip_forward"]"#,
+        "needs a network namespace",
+    );
+}
+
+#[test]
+fn ipc_sysctl_needs_ipc_namespace() {
+    assert_one(
+        |c| {
+            c["linux"]["namespaces"] = ns(&["pid", "network", "uts", "mount"]);
+            c["linux"]["sysctl"] = json!({ "kernel.shmmax": "1", "fs.mqueue.msg_max": "1" });
+            c["linux"]["sysctl"]
+                .as_object_mut()
+                .unwrap()
+                .remove("kernel.shmmax");
+        },
+        r#"linux.sysctl["fs.mqueue.msg_max"]"#,
+        "needs a ipc namespace",
+    );
+}
+
+#[test]
+fn uts_sysctl_needs_uts_namespace() {
+    assert_one(
+        |c| {
+            c["linux"]["namespaces"] = ns(&["pid", "network", "ipc", "mount"]);
+            c.as_object_mut().unwrap().remove("hostname");
+            c["linux"]["sysctl"] = json!({ "kernel.domainname": "example.org" });
+        },
+        r#"linux.sysctl["kernel.domainname"]"#,
+        "needs a uts namespace",
+    );
+}
+
+#[test]
+fn sysctl_must_be_namespaced() {
+    assert_one(
+        |c| c["linux"]["sysctl"] = json!({ "vm.swappiness": "10" }),
+        r#"linux.sysctl["vm.swappiness"]"#,
+        "not allowed: not namespaced",
+    );
+}
+
+#[test]
+fn hostname_needs_uts_namespace() {
+    assert_one(
+        |c| c["linux"]["namespaces"] = ns(&["pid", "network", "ipc", "mount"]),
+        "hostname",
+        "needs a uts namespace",
+    );
+}
+
+#[test]
+fn domainname_needs_uts_namespace() {
+    assert_one(
+        |c| {
+            c["linux"]["namespaces"] = ns(&["pid", "network", "ipc", "mount"]);
+            c["hostname"] = json!("");
+            c["domainname"] = json!("example.org");
+        },
+        "domainname",
+        "needs a uts namespace",
+    );
+}
+
+#[test]
+fn unimplemented_fields_are_errors() {
+    let cases: &[(&str, &str, Value)] = &[
+        (
+            "linux",
+            "seccomp",
+            json!({ "defaultAction": "SCMP_ACT_ALLOW" }),
+        ),
+        (
+            "linux",
+            "mountLabel",
+            json!("system_u:object_r:container_file_t:s0"),
+        ),
+        ("linux", "intelRdt", json!({ "closID": "x" })),
+        ("linux", "personality", json!({ "domain": "LINUX32" })),
+        (
+            "linux",
+            "memoryPolicy",
+            json!({ "mode": "MPOL_BIND", "nodes": "0" }),
+        ),
+        ("linux", "netDevices", json!({ "eth1": {} })),
+        (
+            "linux",
+            "timeOffsets",
+            json!({ "monotonic": { "secs": 1 } }),
+        ),
+        ("process", "apparmorProfile", json!("unconfined")),
+        (
+            "process",
+            "selinuxLabel",
+            json!("system_u:system_r:container_t:s0"),
+        ),
+        (
+            "process",
+            "ioPriority",
+            json!({ "class": "IOPRIO_CLASS_RT", "priority": 1 }),
+        ),
+        ("process", "scheduler", json!({ "policy": "SCHED_FIFO" })),
+        ("process", "execCPUAffinity", json!({ "initial": "0" })),
+    ];
+    for (parent, name, value) in cases {
+        let path = format!("{parent}.{name}");
+        assert_one(
+            |c| c[parent][name] = value.clone(),
+            &path,
+            "not supported yet",
+        );
+    }
+}
+
+#[test]
+fn unimplemented_field_with_bad_enum_is_still_named() {
+    assert_one(
+        |c| c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_NOPE" }),
+        "linux.seccomp",
+        "not supported yet",
+    );
+}
+
+#[test]
+fn empty_unimplemented_fields_are_ignored() {
+    let found = problems(&config(|c| {
+        c["process"]["apparmorProfile"] = json!("");
+        c["linux"]["mountLabel"] = json!("");
+        c["linux"]["resources"] = json!({ "memory": null, "unified": {} });
+    }));
+    assert_eq!(found, vec![]);
+}
+
+#[test]
+fn resource_limits_are_errors() {
+    assert_one(
+        |c| c["linux"]["resources"] = json!({ "memory": { "limit": 1048576 } }),
+        "linux.resources.memory",
+        "cgroup resource limits are not supported yet",
+    );
+}
+
+#[test]
+fn device_cgroup_rules_are_allowed() {
+    let rules = json!({ "devices": [
+        { "allow": false, "access": "rwm" },
+        { "allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw" },
+    ] });
+    assert!(problems(&config(|c| c["linux"]["resources"] = rules)).is_empty());
+}
+
+#[test]
+fn device_cgroup_type_must_be_a_b_or_c() {
+    assert_one(
+        |c| {
+            c["linux"]["resources"] =
+                json!({ "devices": [{ "allow": true, "type": "p", "access": "r" }] })
+        },
+        "linux.resources.devices[0].type",
+        r#"unknown device type "p" (allowed: a, b, c)"#,
+    );
+}
+
+#[test]
+fn device_cgroup_access_must_be_rwm() {
+    assert_one(
+        |c| {
+            c["linux"]["resources"] =
+                json!({ "devices": [{ "allow": true, "type": "c", "access": "rx" }] })
+        },
+        "linux.resources.devices[0].access",
+        r#"'x' in "rx" is not an access type (allowed: any of "rwm")"#,
+    );
+}
+
+#[test]
+fn idmap_mount_options_are_errors() {
+    let m = json!({ "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"] });
+    assert_one(
+        |c| c["mounts"].as_array_mut().unwrap().push(m),
+        "mounts[7].options[1]",
+        "idmapped mounts are not supported yet",
+    );
+}
+
+#[test]
+fn mount_id_mappings_are_errors() {
+    let mapping = json!([{ "containerID": 0, "hostID": 1000, "size": 1 }]);
+    assert_one(
+        |c| c["mounts"][0]["uidMappings"] = mapping,
+        "mounts[0].uidMappings",
+        "idmapped mounts are not supported yet",
+    );
+}
+
+#[test]
+fn rootfs_propagation_must_be_known() {
+    assert_one(
+        |c| c["linux"]["rootfsPropagation"] = json!("rprivat"),
+        "linux.rootfsPropagation",
+        "unknown propagation \"rprivat\" (allowed: private,",
+    );
+}
+
+#[test]
+fn backend_annotation_must_name_a_backend() {
+    assert_one(
+        |c| c["annotations"] = json!({ "run.berth.backend": "lxc" }),
+        r#"annotations["run.berth.backend"]"#,
+        r#"unknown backend "lxc" (allowed: native, crun)"#,
+    );
+    assert!(problems(&config(
+        |c| c["annotations"] = json!({ "run.berth.backend": "crun" })
+    ))
+    .is_empty());
+}
+
+#[test]
+fn many_problems_at_once() {
+    let found = problems(&config(|c| {
+        c["ociVersion"] = json!("9.0.0");
+        c["root"]["path"] = json!("missing");
+        c["process"]["cwd"] = json!("relative");
+        c["process"]["capabilities"]["bounding"] = json!(["CAP_FOO", "CAP_KILL", "CAP_BAR"]);
+        c["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOPE", "hard": 1, "soft": 1 }, { "type": "RLIMIT_CORE", "hard": 1, "soft": 2 }]);
+        c["linux"]["namespaces"] = ns(&["pidd", "network", "ipc", "uts", "mount", "network"]);
+        c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ERRNO" });
+        c["linux"]["resources"] = json!({ "cpu": { "shares": 2 } });
+    }));
+    let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
+    for path in [
+        "ociVersion",
+        "root.path",
+        "process.cwd",
+        "process.capabilities.bounding[0]",
+        "process.capabilities.bounding[2]",
+        "process.rlimits[0].type",
+        "process.rlimits[1]", // index in the file, though [0] was removed
+        "linux.namespaces[0].type",
+        "linux.namespaces[5].type", // the duplicate network, also past the removed [0]
+        "linux.seccomp",
+        "linux.resources.cpu",
+    ] {
+        assert!(paths.contains(&path), "{path} missing from {paths:#?}");
+    }
+    assert_eq!(found.len(), 11, "{found:#?}");
+}
+
+#[test]
+fn invalid_display_lists_every_problem_on_one_line() {
+    let err = BundleError::Invalid(vec![Problem::new("a", "x"), Problem::new("b[1]", "y")]);
+    assert_eq!(err.to_string(), "invalid config.json: a: x; b[1]: y");
+}
+
+#[test]
+fn type_error_names_its_path() {
+    let dir = bundle(&config(|c| c["process"]["user"]["uid"] = json!("x")));
+    let err = load(dir.path()).unwrap_err();
+    let BundleError::Parse { at, msg } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(at, "process.user.uid");
+    assert_eq!(msg, r#"invalid type: string "x", expected u32"#);
+    assert_eq!(
+        err.to_string(),
+        r#"parse config.json: process.user.uid: invalid type: string "x", expected u32"#
+    );
+}
+
+#[test]
+fn type_error_path_counts_removed_entries() {
+    let err = parse(
+        &serde_json::to_vec(&config(|c| {
+            c["linux"]["namespaces"] = json!([{ "type": "bogus" }, { "type": "pid", "path": 5 }]);
+        }))
+        .unwrap(),
+    )
+    .unwrap_err();
+    let BundleError::Invalid(p) = err else {
+        panic!()
+    };
+    assert_eq!(p[0].path, "linux.namespaces[0].type");
+    assert_eq!(p[1].path, "linux.namespaces[1].path");
+}
+
+#[test]
+fn malformed_json_names_line_and_column() {
+    let err = parse(b"{\n  \"ociVersion\": \"1.0.0\",\n}").unwrap_err();
+    let BundleError::Parse { at, msg } = err else {
+        panic!()
+    };
+    assert_eq!(at, "line 3 column 1");
+    assert_eq!(msg, "trailing comma");
+}
+
+#[test]
+fn parse_reports_every_unknown_name() {
+    let json = serde_json::to_vec(&config(|c| {
+        c["process"]["capabilities"]["effective"] = json!(["CAP_X"]);
+        c["linux"]["namespaces"][0]["type"] = json!("pidns");
+    }))
+    .unwrap();
+    let Err(BundleError::Invalid(p)) = parse(&json) else {
+        panic!()
+    };
+    let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "process.capabilities.effective[0]",
+            "linux.namespaces[0].type"
+        ]
+    );
+}
+
+#[test]
+fn parse_does_not_validate() {
+    let json = serde_json::to_vec(&config(|c| {
+        c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ALLOW" })
+    }))
+    .unwrap();
+    assert!(parse(&json).is_ok());
+}
+
+#[test]
+fn missing_bundle_is_a_read_error() {
+    let err = load(Path::new("/nonexistent/bundle")).unwrap_err();
+    assert!(matches!(err, BundleError::Read { .. }), "{err}");
+}
+
+#[test]
+fn features_come_from_the_tables() {
+    let f = features();
+    assert_eq!(f["ociVersionMin"], "1.0.0");
+    assert_eq!(f["ociVersionMax"], OCI_VERSION_MAX);
+    assert_eq!(f["hooks"], json!(HOOKS));
+    let opts = f["mountOptions"].as_array().unwrap();
+    assert!(opts.contains(&json!("rbind")) && opts.contains(&json!("tmpcopyup")));
+    assert!(!opts.contains(&json!("idmap")) && !opts.contains(&json!("ridmap")));
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], false);
+    assert_eq!(
+        f["linux"]["namespaces"].as_array().unwrap().len(),
+        NAMESPACES.len()
+    );
+    assert_eq!(f["linux"]["capabilities"][0], "CAP_CHOWN");
+    assert_eq!(
+        f["linux"]["cgroup"],
+        json!({ "v1": true, "v2": true, "systemd": false, "systemdUser": false })
+    );
+    assert_eq!(f["linux"]["seccomp"]["enabled"], false);
+    assert_eq!(f["annotations"]["run.berth.backends"], "native,crun");
+    assert_eq!(
+        f["annotations"]["run.berth.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+#[test]
+#[ignore = "prints the template; run with --ignored --nocapture"]
+fn print_template() {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&template(false)).unwrap()
+    );
+    println!("{}", serde_json::to_string_pretty(&features()).unwrap());
+}
