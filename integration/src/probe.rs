@@ -3,7 +3,7 @@
 //! entry: anything it cannot read is reported as `null`.
 //!
 //! Subcommands:
-//!   berth-probe                 everything (see `report()`)
+//!   berth-probe [report ARGS…]  everything (see `report()`); ARGS only show up in "args"
 //!   berth-probe sysctl K...     {"sysctl": {K: value-or-null}}
 //!   berth-probe stat P...       {"stat": {P: {type, mode, uid, gid, major, minor, target} | {errno}}}
 //!   berth-probe write P         {"write": {"path": P, "ok": bool, "errno": N|null, "error": S|null}}
@@ -312,7 +312,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rest = if args.len() > 2 { args[2..].to_vec() } else { Vec::new() };
     match args.get(1).map(String::as_str) {
-        None => print(report()),
+        None | Some("report") => print(report()),
         Some("sysctl") => print(sysctl(&rest)),
         Some("stat") => {
             let m: Map<String, Value> = rest.iter().map(|p| (p.clone(), stat_one(p))).collect();
