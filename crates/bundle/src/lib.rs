@@ -20,9 +20,9 @@ mod validate;
 pub use error::{BundleError, Problem, Validation};
 pub use features::features;
 pub use tables::{
-    capability_number, kernel_last_cap, known_capabilities, mount_option, namespace_name, MountOpt,
-    BACKENDS, BACKEND_ANNOTATION, CAPABILITY_SETS, HOOKS, MOUNT_OPTIONS, NAMESPACES,
-    OCI_VERSION_MAX, OCI_VERSION_MIN, RLIMITS,
+    capability_number, kernel_last_cap, known_capabilities, mount_option, mount_options,
+    namespace_name, MountOpt, MountOptions, BACKENDS, BACKEND_ANNOTATION, CAPABILITY_SETS, HOOKS,
+    MOUNT_OPTIONS, NAMESPACES, OCI_VERSION_MAX, OCI_VERSION_MIN, RLIMITS,
 };
 pub use template::template;
 

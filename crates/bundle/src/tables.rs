@@ -97,8 +97,8 @@ pub fn namespace_name(typ: LinuxNamespaceType) -> &'static str {
 /// - `Recursive { clear, attr }`: `mount_setattr(2)` with `AT_RECURSIVE` on the
 ///   mount; `attr` goes to `attr_set` (or `attr_clr` when `clear`). The atime
 ///   attributes (`MOUNT_ATTR_RELATIME` is 0, `NOATIME`, `STRICTATIME`) are a
-///   field, not bits: when setting one, also put `MOUNT_ATTR__ATIME` in
-///   `attr_clr`.
+///   field, not bits: when setting or clearing one, put `MOUNT_ATTR__ATIME` in
+///   `attr_clr`. [`mount_options`] does all of this for a whole option list.
 /// - `Bind { recursive }`: a bind mount (`MS_BIND`, plus `MS_REC` when
 ///   recursive); the mount needs a `source`.
 /// - `Tmpcopyup`: after mounting a tmpfs, copy what was at the destination
@@ -230,6 +230,77 @@ pub fn mount_option(name: &str) -> Option<&'static MountOpt> {
         .map(|i| &MOUNT_OPTIONS[i].1)
 }
 
+/// A mount's option list applied in order, as the native backend needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    /// `MS_*` flags for the `mount(2)` call (includes `MS_BIND|MS_REC` for
+    /// bind mounts).
+    pub flags: u64,
+    /// Propagation changes, each its own `mount(2)` call, in order.
+    pub propagation: Vec<u64>,
+    /// `MOUNT_ATTR_*` for `mount_setattr(2)` with `AT_RECURSIVE`
+    /// (`attr_set`, `attr_clr`), atime field handling already done.
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub bind: bool,
+    pub tmpcopyup: bool,
+    /// Options that aren't berth's (filesystem data), joined with ",".
+    pub data: String,
+}
+
+/// Folds an option list into [`MountOptions`]; later options win. Idmap
+/// options are ignored here: the validator rejects them.
+pub fn mount_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
+    let mut out = MountOptions::default();
+    let mut data = Vec::new();
+    for name in options.iter().map(AsRef::as_ref) {
+        match mount_option(name) {
+            None => data.push(name),
+            Some(MountOpt::Flag { clear: false, flag }) => out.flags |= flag,
+            Some(MountOpt::Flag { clear: true, flag }) => out.flags &= !flag,
+            Some(MountOpt::Propagation(flags)) => out.propagation.push(*flags),
+            Some(MountOpt::Recursive { clear: true, attr }) if is_atime_attr(*attr) => {
+                // The kernel takes the atime field whole: clearing one mode
+                // means going back to the default, relatime.
+                out.attr_set &= !libc::MOUNT_ATTR__ATIME;
+                out.attr_clr |= libc::MOUNT_ATTR__ATIME;
+            }
+            Some(MountOpt::Recursive { clear: true, attr }) => {
+                out.attr_set &= !attr;
+                out.attr_clr |= attr;
+            }
+            Some(MountOpt::Recursive { clear: false, attr }) if is_atime_attr(*attr) => {
+                out.attr_set = (out.attr_set & !libc::MOUNT_ATTR__ATIME) | attr;
+                out.attr_clr |= libc::MOUNT_ATTR__ATIME;
+            }
+            Some(MountOpt::Recursive { clear: false, attr }) => {
+                out.attr_set |= attr;
+                out.attr_clr &= !attr;
+            }
+            Some(MountOpt::Bind { recursive }) => {
+                out.bind = true;
+                out.flags |= MS_BIND;
+                if *recursive {
+                    out.flags |= MS_REC;
+                }
+            }
+            Some(MountOpt::Tmpcopyup) => out.tmpcopyup = true,
+            Some(MountOpt::Idmap { .. }) => {}
+        }
+    }
+    out.data = data.join(",");
+    out
+}
+
+#[allow(clippy::unnecessary_cast)] // c_ulong is 32 bits on some targets
+const MS_BIND: u64 = libc::MS_BIND as u64;
+#[allow(clippy::unnecessary_cast)]
+const MS_REC: u64 = libc::MS_REC as u64;
+
+fn is_atime_attr(attr: u64) -> bool {
+    attr == libc::MOUNT_ATTR_RELATIME || attr & libc::MOUNT_ATTR__ATIME != 0
+}
+
 /// Names of the propagation options, which `linux.rootfsPropagation` accepts.
 pub fn propagation_options() -> impl Iterator<Item = &'static str> {
     MOUNT_OPTIONS
@@ -288,6 +359,29 @@ mod tests {
             Some(&MountOpt::Bind { recursive: true })
         );
         assert_eq!(mount_option("mode=755"), None);
+    }
+
+    #[test]
+    #[allow(clippy::unnecessary_cast)]
+    fn folds_an_option_list() {
+        let opts = mount_options(&[
+            "rbind", "nosuid", "ro", "rw", "rshared", "rnoatime", "rro", "mode=755", "size=1m",
+        ]);
+        let flags = libc::MS_BIND | libc::MS_REC | libc::MS_NOSUID;
+        assert_eq!(opts.flags, flags as u64);
+        assert_eq!(
+            opts.propagation,
+            vec![(libc::MS_SHARED | libc::MS_REC) as u64]
+        );
+        assert_eq!(
+            opts.attr_set,
+            libc::MOUNT_ATTR_NOATIME | libc::MOUNT_ATTR_RDONLY
+        );
+        assert_eq!(opts.attr_clr, libc::MOUNT_ATTR__ATIME);
+        assert!(opts.bind && !opts.tmpcopyup);
+        assert_eq!(opts.data, "mode=755,size=1m");
+        let opts = mount_options(&["rnoatime", "ratime"]);
+        assert_eq!((opts.attr_set, opts.attr_clr), (0, libc::MOUNT_ATTR__ATIME));
     }
 
     #[test]
