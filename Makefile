@@ -14,7 +14,7 @@ PROBE      := $(CURDIR)/target/$(TARGET)/release/berth-probe
 ROOTFS     := $(CURDIR)/hack/.cache/rootfs
 DEMO       := $(CURDIR)/hack/.cache/demo
 # The test runner: `cargo test` (default) or `cargo nextest run`.
-TEST_CMD   ?= $(CARGO) test --workspace
+TEST_CMD   ?= $(CARGO) test --workspace --no-fail-fast
 BENCH_ARGS ?=
 
 .NOTPARALLEL:
