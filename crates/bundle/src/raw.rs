@@ -21,7 +21,6 @@ const UNSUPPORTED: &[&[&str]] = &[
     &["linux", "personality"],
     &["linux", "memoryPolicy"],
     &["linux", "netDevices"],
-    &["linux", "timeOffsets"],
     &["process", "apparmorProfile"],
     &["process", "selinuxLabel"],
     &["process", "ioPriority"],

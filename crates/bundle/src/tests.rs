@@ -573,11 +573,6 @@ fn unimplemented_fields_are_errors() {
             json!({ "mode": "MPOL_BIND", "nodes": "0" }),
         ),
         ("linux", "netDevices", json!({ "eth1": {} })),
-        (
-            "linux",
-            "timeOffsets",
-            json!({ "monotonic": { "secs": 1 } }),
-        ),
         ("process", "apparmorProfile", json!("unconfined")),
         (
             "process",
@@ -853,4 +848,24 @@ fn print_template() {
         serde_json::to_string_pretty(&template(false)).unwrap()
     );
     println!("{}", serde_json::to_string_pretty(&features()).unwrap());
+}
+
+#[test]
+fn time_offsets_need_a_new_time_namespace_and_known_clocks() {
+    assert_one(
+        |c| c["linux"]["timeOffsets"] = json!({ "monotonic": { "secs": 1 } }),
+        "linux.timeOffsets",
+        "needs a new time namespace",
+    );
+    assert_one(
+        |c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({ "type": "time" }));
+            c["linux"]["timeOffsets"] = json!({ "realtime": { "secs": 1 } });
+        },
+        "linux.timeOffsets.realtime",
+        "unknown clock",
+    );
 }

@@ -33,6 +33,7 @@ pub(crate) fn check(spec: &Spec, bundle_dir: &Path, out: &mut Validation) {
         id_mappings(linux, &ns, out);
         sysctl(linux, &ns, out);
         rootfs_propagation(linux, out);
+        time_offsets(linux, &ns, out);
     }
     uts_names(spec, &ns, out);
     backend(spec, out);
@@ -363,6 +364,32 @@ fn rootfs_propagation(linux: &Linux, out: &mut Validation) {
                 allowed.join(", ")
             ),
         );
+    }
+}
+
+/// `linux.timeOffsets` applies to a time namespace the container creates.
+fn time_offsets(linux: &Linux, ns: &Namespaces, out: &mut Validation) {
+    let Some(offsets) = linux.time_offsets().as_ref().filter(|o| !o.is_empty()) else {
+        return;
+    };
+    let new_timens = ns
+        .find(LinuxNamespaceType::Time)
+        .is_some_and(|t| t.path().is_none());
+    if !new_timens {
+        out.problem(
+            "linux.timeOffsets",
+            "needs a new time namespace in linux.namespaces (offsets are set when it is created)",
+        );
+    }
+    let mut clocks: Vec<&String> = offsets.keys().collect();
+    clocks.sort();
+    for clock in clocks {
+        if clock != "monotonic" && clock != "boottime" {
+            out.problem(
+                format!("linux.timeOffsets.{clock}"),
+                "unknown clock; allowed: monotonic, boottime",
+            );
+        }
     }
 }
 

@@ -1,1 +1,306 @@
-//! berth-linux
+//! berth's native Linux backend: namespaces, root filesystem, devices,
+//! process credentials and capabilities, the console, and the create/start
+//! process model.
+//!
+//! `create` forks twice (see [`init`]): the container init ends up blocked on
+//! `exec.fifo` in the container's state directory with everything set up;
+//! `start` opens the fifo's read end, which lets it exec. The parent is
+//! single-threaded when it forks, and builds the whole [`plan::Plan`] first.
+
+pub mod plan;
+
+mod init;
+mod rootfs;
+mod sync;
+mod sys;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use berth_cgroups::Cgroup;
+use oci_spec::runtime::Spec;
+
+pub use plan::Options;
+pub use sync::recv_file;
+
+/// The exec fifo's name in the container's state directory. Its existence
+/// means the container is created and not yet started.
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxError {
+    #[error("{0}")]
+    Plan(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    /// A failure the container's set-up reported.
+    #[error("{0}")]
+    Init(String),
+    #[error("container init exited during set-up without saying why")]
+    InitExited,
+    #[error("{stage} {source}")]
+    Hook {
+        stage: &'static str,
+        source: berth_hooks::HookError,
+    },
+    #[error("cannot start a container that has stopped (its init exited before start)")]
+    ExitedBeforeStart,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LinuxError {
+    let what = what.into();
+    move |source| LinuxError::Io { what, source }
+}
+
+/// Where the pty master goes when process.terminal is true.
+pub enum Console<'a> {
+    None,
+    /// `--console-socket`: a unix socket the caller listens on.
+    Socket(&'a Path),
+    /// Foreground `run`: hand the master back to berth.
+    Keep,
+}
+
+pub struct CreateRequest<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub state_dir: &'a Path,
+    pub cgroup: Option<&'a Cgroup>,
+    pub console: Console<'a>,
+    pub opts: Options,
+    /// Descriptors the forked processes must close (the container lock).
+    pub close_in_child: Vec<RawFd>,
+}
+
+pub struct Created {
+    pub pid: i32,
+    pub console_master: Option<OwnedFd>,
+}
+
+/// Hook states the backend builds (it owns the state format).
+pub trait HookState {
+    /// The state JSON for hooks, with `pid` and `status`.
+    fn hook_state(&self, pid: i32, status: &str) -> Vec<u8>;
+    /// Called once the init's pid is known, before any hook runs, so the
+    /// container can be found and cleaned up if berth dies from here on.
+    fn record_pid(&mut self, pid: i32) -> Result<(), LinuxError>;
+}
+
+/// Create the container and leave its init waiting for `start`.
+pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created, LinuxError> {
+    let plan = plan::Plan::build(req.id, req.spec, req.rootfs, req.bundle, req.cgroup, &req.opts)?;
+    #[allow(deprecated)]
+    let (prestart, create_runtime) = {
+        let h = req.spec.hooks().clone().unwrap_or_default();
+        (h.prestart().clone().unwrap_or_default(), h.create_runtime().clone().unwrap_or_default())
+    };
+
+    make_fifo(req.state_dir)?;
+    let state_dir = sys::openat(libc::AT_FDCWD, &path_c(req.state_dir)?, libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(io_err(format!("open state directory {}", req.state_dir.display())))?;
+    let (console_parent, console_child) = match (&req.console, plan.terminal) {
+        (_, false) => (None, None),
+        (Console::Socket(path), true) => {
+            let s = UnixStream::connect(path).map_err(io_err(format!("connect to console socket {}", path.display())))?;
+            (None, Some(OwnedFd::from(s)))
+        }
+        (Console::Keep, true) => {
+            let (a, b) = UnixStream::pair().map_err(io_err("create console socket pair"))?;
+            (Some(OwnedFd::from(a)), Some(OwnedFd::from(b)))
+        }
+        (Console::None, true) => {
+            return Err(LinuxError::Plan(
+                "process.terminal: cannot allocate a terminal without --console-socket when detached".into(),
+            ))
+        }
+    };
+    let (parent_sync, child_sync) = sync::socketpair().map_err(io_err("create sync socket"))?;
+    let mut close = req.close_in_child.clone();
+    close.push(parent_sync.as_raw_fd());
+    if let Some(c) = &console_parent {
+        close.push(c.as_raw_fd());
+    }
+    let fds = init::ChildFds {
+        sync: child_sync,
+        state_dir,
+        console: console_child,
+        close,
+    };
+
+    // berth is single-threaded here: nothing in the CLI or library spawns threads.
+    let stage1 = sys::fork().map_err(io_err("fork"))?;
+    if stage1 == 0 {
+        init::stage1(&plan, &fds);
+    }
+    drop(fds);
+    let mut guard = ChildGuard { stage1, init: 0 };
+    let sock = parent_sync.as_raw_fd();
+
+    expect(sock, |m| matches!(m, sync::Msg::Hello))?;
+    if plan.new_userns {
+        write_id_maps(stage1, &plan)?;
+    }
+    if let Some(cg) = req.cgroup {
+        cg.add(stage1).map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
+    }
+    sync::send(&parent_sync, &sync::Msg::Go).map_err(io_err("sync with container"))?;
+    let pid = match recv(sock)? {
+        sync::Msg::Pid(p) => p,
+        other => return Err(unexpected(other)),
+    };
+    guard.init = pid;
+    guard.reap_stage1();
+    cb.record_pid(pid)?;
+
+    loop {
+        match recv(sock)? {
+            sync::Msg::HookPoint => {
+                let creating = cb.hook_state(pid, "creating");
+                berth_hooks::run_all(&prestart, &creating).map_err(|source| LinuxError::Hook { stage: "prestart", source })?;
+                berth_hooks::run_all(&create_runtime, &creating)
+                    .map_err(|source| LinuxError::Hook { stage: "createRuntime", source })?;
+                let created = cb.hook_state(pid, "created");
+                sync::send(&parent_sync, &sync::Msg::Continue { creating, created }).map_err(io_err("sync with container"))?;
+            }
+            sync::Msg::Ready => break,
+            other => return Err(unexpected(other)),
+        }
+    }
+    let console_master = match console_parent {
+        Some(c) => Some(sync::recv_file(c.as_raw_fd()).map_err(io_err("receive the pty master"))?),
+        None => None,
+    };
+    guard.disarm();
+    Ok(Created { pid, console_master })
+}
+
+fn recv(sock: RawFd) -> Result<sync::Msg, LinuxError> {
+    match sync::recv(sock).map_err(io_err("sync with container"))? {
+        Some(sync::Msg::Error(e)) => Err(LinuxError::Init(e)),
+        Some(m) => Ok(m),
+        None => Err(LinuxError::InitExited),
+    }
+}
+
+fn expect(sock: RawFd, ok: impl Fn(&sync::Msg) -> bool) -> Result<(), LinuxError> {
+    let m = recv(sock)?;
+    if ok(&m) {
+        Ok(())
+    } else {
+        Err(unexpected(m))
+    }
+}
+
+fn unexpected(m: sync::Msg) -> LinuxError {
+    LinuxError::Init(format!("unexpected message from container set-up: {m:?}"))
+}
+
+/// Kills and reaps what `create` forked unless set-up succeeded.
+struct ChildGuard {
+    stage1: i32,
+    init: i32,
+}
+
+impl ChildGuard {
+    fn reap_stage1(&mut self) {
+        if self.stage1 > 0 {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.stage1), None);
+            self.stage1 = 0;
+        }
+    }
+    fn disarm(&mut self) {
+        self.init = 0;
+        self.reap_stage1();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.init > 0 {
+            // SAFETY: kill(2) of the init we forked; it may already be gone.
+            unsafe { libc::kill(self.init, libc::SIGKILL) };
+            if let Ok(fd) = berth_state::pidfd_open(self.init) {
+                let _ = berth_state::wait_exit(std::os::fd::AsFd::as_fd(&fd), Some(Duration::from_secs(5)));
+            }
+        }
+        if self.stage1 > 0 {
+            // SAFETY: as above, for stage 1.
+            unsafe { libc::kill(self.stage1, libc::SIGKILL) };
+            self.reap_stage1();
+        }
+    }
+}
+
+fn path_c(p: &Path) -> Result<CString, LinuxError> {
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| LinuxError::Plan(format!("{}: contains a NUL byte", p.display())))
+}
+
+fn make_fifo(state_dir: &Path) -> Result<(), LinuxError> {
+    let path = state_dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .map_err(|e| LinuxError::Io { what: format!("create exec fifo {}", path.display()), source: e.into() })?;
+    // Any user the container runs as may open it for writing.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .map_err(io_err(format!("chmod {}", path.display())))
+}
+
+fn write_id_maps(pid: i32, plan: &plan::Plan) -> Result<(), LinuxError> {
+    for (file, map) in [("uid_map", &plan.uid_map), ("gid_map", &plan.gid_map)] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, map).map_err(io_err(format!(
+            "linux.{}Mappings: write {path}",
+            if file == "uid_map" { "uid" } else { "gid" }
+        )))?;
+    }
+    Ok(())
+}
+
+/// Whether the container is created and waiting for `start`.
+pub fn is_created(state_dir: &Path) -> bool {
+    state_dir.join(EXEC_FIFO).exists()
+}
+
+/// Let a created container's init exec its process: open the fifo's read
+/// end (which unblocks the init's open), wait for its byte, remove the fifo.
+/// Fails if the init exits instead.
+pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
+    let path = state_dir.join(EXEC_FIFO);
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io_err(format!("open exec fifo {}", path.display())))?;
+    let pidfd = berth_state::pidfd_open(pid).map_err(|_| LinuxError::ExitedBeforeStart)?;
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: fds is a valid array of two pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(io_err("wait for container init")(e));
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            let mut b = [0u8; 1];
+            let _ = io::Read::read(&mut &fifo, &mut b);
+            break;
+        }
+        if fds[1].revents != 0 {
+            return Err(LinuxError::ExitedBeforeStart);
+        }
+    }
+    std::fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))
+}
+
+use std::os::unix::fs::OpenOptionsExt;

@@ -1,0 +1,264 @@
+//! The two processes `berth create` forks.
+//!
+//! Stage 1 joins the namespaces given by path, creates the user namespace
+//! (the parent writes its id maps), unshares the other new namespaces and
+//! forks the container init, then exits. The init (pid 1 of a new pid
+//! namespace) sets up the root filesystem and the process, tells the parent it
+//! is ready, and blocks opening the exec fifo until `berth start` opens the
+//! other end; then it execs the user's program.
+//!
+//! Both run in a fresh fork of the single-threaded `berth` process and walk a
+//! [`Plan`] built before the fork. Failures are sent to the parent as one
+//! line and the process exits.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::plan::Plan;
+use crate::rootfs::{self, Context, Failed, Res};
+use crate::sync::{self, Msg};
+use crate::sys;
+
+/// Descriptors the children use, opened by the parent before forking.
+pub struct ChildFds {
+    pub sync: OwnedFd,
+    /// The container's state directory (holds exec.fifo).
+    pub state_dir: OwnedFd,
+    /// Where to send the pty master, when process.terminal is set.
+    pub console: Option<OwnedFd>,
+    /// Descriptors of the parent the children must close (the container lock).
+    pub close: Vec<RawFd>,
+}
+
+fn fail(sync: RawFd, f: Failed) -> ! {
+    let _ = sync::send_fd(sync, &Msg::Error(f.to_string()));
+    sys::exit_now(1)
+}
+
+/// Stage 1. Never returns.
+pub fn stage1(plan: &Plan, fds: &ChildFds) -> ! {
+    let sync = fds.sync.as_raw_fd();
+    for &fd in &fds.close {
+        // SAFETY: closing the child's copy of a descriptor the parent keeps.
+        unsafe { libc::close(fd) };
+    }
+    if let Err(f) = stage1_inner(plan, fds) {
+        fail(sync, f)
+    }
+    sys::exit_now(0)
+}
+
+fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
+    let sync = fds.sync.as_raw_fd();
+    for j in &plan.joins {
+        sys::setns(j.fd.as_raw_fd(), j.flag).ctx(|| format!("join namespace {}", j.path))?;
+    }
+    if plan.new_userns {
+        sys::unshare(libc::CLONE_NEWUSER).ctx(|| "create user namespace".into())?;
+    }
+    sync::send_small(sync, b'H').ctx(|| "sync with parent".into())?;
+    match sync::recv(sync) {
+        Ok(Some(Msg::Go)) => {}
+        Ok(_) => sys::exit_now(1), // the parent failed and reports it
+        Err(e) => return Err(Failed { what: "sync with parent".into(), err: Some(e) }),
+    }
+    if plan.in_userns() {
+        sys::setresgid(0).ctx(|| "become root in the user namespace (setresgid 0)".into())?;
+        sys::setresuid(0).ctx(|| "become root in the user namespace (setresuid 0)".into())?;
+    }
+    sys::unshare(plan.unshare_flags).ctx(|| "create namespaces".into())?;
+    if let Some(offsets) = &plan.time_offsets {
+        sys::write_file(c"/proc/self/timens_offsets", offsets).ctx(|| "linux.timeOffsets: write /proc/self/timens_offsets".into())?;
+    }
+    let pid = sys::fork().ctx(|| "fork container init".into())?;
+    if pid == 0 {
+        init(plan, fds)
+    }
+    sync::send_fd(sync, &Msg::Pid(pid)).ctx(|| "sync with parent".into())
+}
+
+/// While waiting for `start`, pid 1 of a pid namespace ignores signals it
+/// has no handler for; this makes `kill` of a created container work.
+extern "C" fn die_on_signal(sig: libc::c_int) {
+    sys::exit_now(128 + sig)
+}
+
+const PRE_EXEC_SIGNALS: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+];
+
+/// The container init. Never returns.
+fn init(plan: &Plan, fds: &ChildFds) -> ! {
+    let sync = fds.sync.as_raw_fd();
+    for &sig in PRE_EXEC_SIGNALS {
+        sys::set_signal(sig, Some(die_on_signal));
+    }
+    sys::set_sigmask(None);
+    match init_inner(plan, fds) {
+        Ok(never) => match never {},
+        Err(f) => fail(sync, f),
+    }
+}
+
+enum Never {}
+
+fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
+    let sync = fds.sync.as_raw_fd();
+    sys::umask(0);
+    if plan.unshare_flags & libc::CLONE_NEWNS != 0 || plan.joins.iter().any(|j| j.flag == libc::CLONE_NEWNS) {
+        rootfs::prepare(plan)?;
+    }
+    let root = rootfs::open_root(plan)?;
+    rootfs::mount_all(plan, root.as_raw_fd())?;
+    rootfs::setup_dev(plan, root.as_raw_fd())?;
+    if let Some(v) = &plan.oom_score_adj {
+        sys::write_file(c"/proc/self/oom_score_adj", v).ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
+    }
+    if let Some(h) = &plan.hostname {
+        sys::sethostname(h).ctx(|| "set hostname".into())?;
+    }
+    if let Some(d) = &plan.domainname {
+        sys::setdomainname(d).ctx(|| "set domainname".into())?;
+    }
+    let mut started_state = Vec::new();
+    if plan.hook_sync {
+        sync::send_small(sync, b'K').ctx(|| "sync with parent".into())?;
+        match sync::recv(sync) {
+            Ok(Some(Msg::Continue { creating, created })) => {
+                berth_hooks::run_all(&plan.create_container_hooks, &creating).map_err(|e| Failed {
+                    what: format!("createContainer {e}"),
+                    err: None,
+                })?;
+                started_state = created;
+            }
+            _ => sys::exit_now(1),
+        }
+    }
+    rootfs::enter(plan, &root)?;
+    drop(root);
+    rootfs::finish(plan)?;
+    if plan.terminal {
+        setup_console(fds)?;
+    }
+    if let Some(k) = &plan.keyring {
+        match sys::join_session_keyring(k) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            other => other.ctx(|| "join a new session keyring (use --no-new-keyring to skip)".into())?,
+        }
+    }
+    for (res, soft, hard, name) in &plan.rlimits {
+        sys::setrlimit(*res, *soft, *hard).ctx(|| format!("process.rlimits: set {name} to {soft}/{hard}"))?;
+    }
+    sys::chdir(&plan.cwd).ctx(|| format!("process.cwd: chdir to {}", plan.cwd.to_string_lossy()))?;
+    let exe = plan
+        .exec_candidates
+        .iter()
+        .find(|c| sys::is_executable(c))
+        .ok_or_else(|| not_found(plan))?;
+
+    sync::send_small(sync, b'R').ctx(|| "sync with parent".into())?;
+    wait_for_start(fds.state_dir.as_raw_fd());
+
+    if !plan.start_container_hooks.is_empty() {
+        if let Err(e) = berth_hooks::run_all(&plan.start_container_hooks, &started_state) {
+            die(&format!("startContainer {e}"));
+        }
+    }
+    if let Err(f) = finalize(plan) {
+        die(&f.to_string());
+    }
+    // The argv/envp pointer arrays point into the plan's C strings.
+    let argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp: Vec<*const libc::c_char> = plan.env.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let err = sys::execve(exe, &argv, &envp);
+    die(&format!("exec {:?}: {err}", plan.arg0))
+}
+
+fn not_found(plan: &Plan) -> Failed {
+    let why = if plan.arg0.contains('/') {
+        "no such executable file"
+    } else {
+        "executable file not found in $PATH"
+    };
+    Failed {
+        what: format!("exec: {:?}", plan.arg0),
+        err: Some(std::io::Error::new(std::io::ErrorKind::NotFound, why)),
+    }
+}
+
+/// After `start` the parent is gone: report on the container's stderr.
+fn die(msg: &str) -> ! {
+    let line = format!("berth: {msg}\n");
+    let _ = sys::write_all_fd(2, line.as_bytes());
+    sys::exit_now(127)
+}
+
+/// Block until `berth start` opens the exec fifo, then acknowledge.
+fn wait_for_start(state_dir: RawFd) {
+    match sys::openat(state_dir, c"exec.fifo", libc::O_WRONLY, 0) {
+        Ok(fifo) => {
+            let _ = sys::write_all_fd(fifo.as_raw_fd(), b"0");
+        }
+        Err(_) => sys::exit_now(1),
+    }
+}
+
+fn setup_console(fds: &ChildFds) -> Res<()> {
+    let Some(console) = &fds.console else {
+        return Err(Failed {
+            what: "process.terminal: no console socket".into(),
+            err: None,
+        });
+    };
+    let (master, slave) = sys::open_pty(c"/dev/ptmx").ctx(|| "process.terminal: open /dev/ptmx".into())?;
+    // /dev/console is the pty, as runc sets it up.
+    let slave_at = sys::FdPath::new(slave.as_raw_fd());
+    if let Ok(fd) = sys::openat(libc::AT_FDCWD, c"/dev/console", libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW, 0o600) {
+        drop(fd);
+        sys::mount(Some(slave_at.as_cstr()), c"/dev/console", None, libc::MS_BIND, None).ctx(|| "bind the pty on /dev/console".into())?;
+    }
+    sync::send_file(console.as_raw_fd(), master.as_raw_fd(), b"/dev/ptmx").ctx(|| "send the pty master to the console socket".into())?;
+    drop(master);
+    sys::make_controlling_tty(slave.as_raw_fd()).ctx(|| "make the pty the controlling terminal".into())
+}
+
+/// Credentials, capabilities and descriptors, just before exec.
+fn finalize(plan: &Plan) -> Res<()> {
+    sys::cloexec_from(3 + plan.preserve_fds).ctx(|| "mark descriptors close-on-exec".into())?;
+    if let Some(caps) = &plan.caps {
+        for cap in 0..=plan.last_cap {
+            if caps.bounding & (1 << cap) == 0 {
+                sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0).ctx(|| format!("drop capability {cap} from the bounding set"))?;
+            }
+        }
+    }
+    sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).ctx(|| "keep capabilities across setuid".into())?;
+    sys::setgroups(&plan.additional_gids).ctx(|| "process.user.additionalGids: setgroups".into())?;
+    sys::setresgid(plan.gid).ctx(|| format!("process.user.gid: setgid {}", plan.gid))?;
+    sys::setresuid(plan.uid).ctx(|| format!("process.user.uid: setuid {}", plan.uid))?;
+    sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).ctx(|| "reset keep-capabilities".into())?;
+    if let Some(caps) = &plan.caps {
+        sys::capset(caps.effective, caps.permitted, caps.inheritable).ctx(|| "process.capabilities: capset".into())?;
+        sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0).ctx(|| "clear ambient capabilities".into())?;
+        for cap in 0..=plan.last_cap {
+            if caps.ambient & (1 << cap) != 0 {
+                sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong)
+                    .ctx(|| format!("process.capabilities.ambient: raise capability {cap}"))?;
+            }
+        }
+    }
+    if plan.no_new_privs {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "process.noNewPrivileges".into())?;
+    }
+    sys::umask(plan.umask);
+    for &sig in PRE_EXEC_SIGNALS {
+        sys::set_signal(sig, None);
+    }
+    Ok(())
+}
