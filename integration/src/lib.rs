@@ -419,6 +419,10 @@ impl Runtime {
             let _ = std::fs::remove_file(&probe_dst);
             std::fs::copy(probe_bin(), &probe_dst).expect("copy berth-probe into rootfs");
         }
+        // Files some tests rely on, whichever rootfs we copied.
+        let _ = std::fs::create_dir_all(rootfs.join("home/berth"));
+        let _ = std::fs::create_dir_all(rootfs.join("tmp"));
+        std::fs::write(rootfs.join("etc/marker"), "rootfs\n").expect("write etc/marker");
         Bundle { dir, config: default_config() }
     }
 
