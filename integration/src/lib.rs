@@ -369,9 +369,18 @@ pub struct Runtime {
 impl Runtime {
     /// `name` is a short tag used in container ids (e.g. the test name).
     pub fn new(name: &str) -> Runtime {
+        let bin = berth_bin();
+        assert!(
+            bin.exists(),
+            "runtime under test {} not found: `cargo build --release -p berth`, or set BERTH_BIN \
+             (e.g. BERTH_BIN=/usr/sbin/runc to check the suite itself)",
+            bin.display()
+        );
+        // SAFETY: geteuid cannot fail.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "the integration tests run real containers: run them as root");
         let root = tempfile::Builder::new().prefix("berth-test-root-").tempdir_in("/tmp").unwrap().keep();
         Runtime {
-            bin: berth_bin(),
+            bin,
             root: root.clone(),
             ids: Mutex::new(Vec::new()),
             dirs: Mutex::new(vec![root]),
