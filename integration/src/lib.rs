@@ -50,7 +50,10 @@ macro_rules! skip_if {
 }
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn berth_bin() -> PathBuf {
@@ -62,7 +65,10 @@ pub fn berth_bin() -> PathBuf {
 
 /// True when the runtime under test is runc (basename of BERTH_BIN).
 pub fn is_runc() -> bool {
-    berth_bin().file_name().map(|n| n == "runc").unwrap_or(false)
+    berth_bin()
+        .file_name()
+        .map(|n| n == "runc")
+        .unwrap_or(false)
 }
 
 fn cache_dir() -> PathBuf {
@@ -107,7 +113,14 @@ pub fn probe_bin() -> PathBuf {
         let out = tdir.join("x86_64-unknown-linux-gnu/release/berth-probe");
         if !out.exists() {
             let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--release", "-p", "berth-integration", "--bin", "berth-probe"])
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "berth-integration",
+                    "--bin",
+                    "berth-probe",
+                ])
                 .args(["--target", "x86_64-unknown-linux-gnu"])
                 .env("RUSTFLAGS", "-C target-feature=+crt-static")
                 .env("CARGO_TARGET_DIR", &tdir)
@@ -127,7 +140,11 @@ pub fn base_rootfs() -> PathBuf {
     R.get_or_init(|| {
         if let Some(p) = std::env::var_os("BERTH_TEST_ROOTFS") {
             let p = PathBuf::from(p);
-            assert!(p.join("bin").is_dir(), "BERTH_TEST_ROOTFS={} has no bin/", p.display());
+            assert!(
+                p.join("bin").is_dir(),
+                "BERTH_TEST_ROOTFS={} has no bin/",
+                p.display()
+            );
             return p;
         }
         let _l = FileLock::take("rootfs.lock");
@@ -149,12 +166,32 @@ fn build_rootfs(dir: &Path) {
         .map(Path::new)
         .find(|p| p.exists())
         .expect("busybox not found: apt-get install -y busybox-static");
-    for d in ["bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "root", "home/berth", "var", "run", "usr/bin"] {
+    for d in [
+        "bin",
+        "sbin",
+        "etc",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "root",
+        "home/berth",
+        "var",
+        "run",
+        "usr/bin",
+    ] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
     std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
-    let list = Command::new(busybox).arg("--list").output().expect("busybox --list");
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
     for name in String::from_utf8_lossy(&list.stdout).lines() {
         let name = name.trim();
         if name.is_empty() || name == "busybox" {
@@ -167,7 +204,11 @@ fn build_rootfs(dir: &Path) {
         "root:x:0:0:root:/root:/bin/sh\nberth:x:1000:1000:berth:/home/berth:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )
     .unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\nberth:x:1000:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nberth:x:1000:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/hostname"), "berth-rootfs\n").unwrap();
     std::fs::write(dir.join("etc/marker"), "rootfs\n").unwrap();
 }
@@ -198,7 +239,10 @@ impl Out {
     #[track_caller]
     pub fn fails(self) -> Out {
         assert!(!self.timed_out, "command timed out: {self}");
-        assert!(self.code.is_some() && !self.success(), "command should have failed: {self}");
+        assert!(
+            self.code.is_some() && !self.success(),
+            "command should have failed: {self}"
+        );
         self
     }
     /// Parse stdout as one JSON value (the last non-empty line if several).
@@ -207,7 +251,12 @@ impl Out {
         if let Ok(v) = serde_json::from_str(&self.stdout) {
             return v;
         }
-        let line = self.stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self}"))
     }
 }
@@ -239,11 +288,19 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { timeout: Duration::from_secs(20), stdin: None, extra_fds: Vec::new(), env: Vec::new(), cwd: None }
+        Opts {
+            timeout: Duration::from_secs(20),
+            stdin: None,
+            extra_fds: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+        }
     }
 }
 
-fn spawn_reader(mut r: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std::sync::mpsc::Receiver<()>) {
+fn spawn_reader(
+    mut r: impl Read + Send + 'static,
+) -> (Arc<Mutex<Vec<u8>>>, std::sync::mpsc::Receiver<()>) {
     let buf = Arc::new(Mutex::new(Vec::new()));
     let b2 = buf.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -266,7 +323,11 @@ fn spawn_reader(mut r: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std:
 pub fn exec(mut cmd: Command, mut opts: Opts) -> Out {
     let cmdline = format!("{cmd:?}");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if opts.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
@@ -343,7 +404,11 @@ pub fn exec(mut cmd: Command, mut opts: Opts) -> Out {
     let stdout = String::from_utf8_lossy(&ob.lock().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&eb.lock().unwrap()).into_owned();
     Out {
-        code: if timed_out { None } else { status.and_then(|s| s.code()) },
+        code: if timed_out {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        },
         signal: status.and_then(|s| s.signal()),
         timed_out,
         stdout,
@@ -377,8 +442,16 @@ impl Runtime {
             bin.display()
         );
         // SAFETY: geteuid cannot fail.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the integration tests run real containers: run them as root");
-        let root = tempfile::Builder::new().prefix("berth-test-root-").tempdir_in("/tmp").unwrap().keep();
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the integration tests run real containers: run them as root"
+        );
+        let root = tempfile::Builder::new()
+            .prefix("berth-test-root-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
         Runtime {
             bin,
             root: root.clone(),
@@ -407,7 +480,11 @@ impl Runtime {
 
     /// A temp dir removed on drop.
     pub fn tempdir(&self) -> PathBuf {
-        let d = tempfile::Builder::new().prefix("berth-test-").tempdir_in("/tmp").unwrap().keep();
+        let d = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
         self.dirs.lock().unwrap().push(d.clone());
         d
     }
@@ -432,7 +509,10 @@ impl Runtime {
         let _ = std::fs::create_dir_all(rootfs.join("home/berth"));
         let _ = std::fs::create_dir_all(rootfs.join("tmp"));
         std::fs::write(rootfs.join("etc/marker"), "rootfs\n").expect("write etc/marker");
-        Bundle { dir, config: default_config() }
+        Bundle {
+            dir,
+            config: default_config(),
+        }
     }
 
     /// The command `BERTH_BIN --root R ARGS`.
@@ -470,7 +550,9 @@ impl Runtime {
 
     /// The `status` field of `state ID`, or None if state failed.
     pub fn status(&self, id: &str) -> Option<String> {
-        self.state(id).ok().and_then(|v| v["status"].as_str().map(String::from))
+        self.state(id)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(String::from))
     }
 
     /// Poll `state` until status is "stopped" (panics after 10 s).
@@ -487,7 +569,10 @@ impl Runtime {
             if s.as_deref() == Some(want) {
                 return;
             }
-            assert!(Instant::now() < deadline, "container {id} never reached {want:?}, last {s:?}");
+            assert!(
+                Instant::now() < deadline,
+                "container {id} never reached {want:?}, last {s:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -533,7 +618,9 @@ impl Runtime {
     /// The pid of a container from `state`.
     #[track_caller]
     pub fn pid(&self, id: &str) -> i32 {
-        let s = self.state(id).unwrap_or_else(|o| panic!("state failed: {o}"));
+        let s = self
+            .state(id)
+            .unwrap_or_else(|o| panic!("state failed: {o}"));
         s["pid"].as_i64().expect("state has pid") as i32
     }
 }
@@ -544,7 +631,10 @@ impl Drop for Runtime {
         for id in ids.iter().rev() {
             let _ = exec(
                 self.command(&["delete", "--force", id]),
-                Opts { timeout: Duration::from_secs(10), ..Default::default() },
+                Opts {
+                    timeout: Duration::from_secs(10),
+                    ..Default::default()
+                },
             );
         }
         let dirs = std::mem::take(&mut *self.dirs.lock().unwrap());
@@ -557,7 +647,9 @@ impl Drop for Runtime {
 
 /// Mount points in our mount namespace at or under `dir`.
 pub fn host_mounts_under(dir: &Path) -> Vec<String> {
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let prefix = dir.to_string_lossy().into_owned();
     mi.lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -607,7 +699,12 @@ impl Bundle {
         if self.config.pointer(ptr).is_none() {
             self.set(ptr, json!([]));
         }
-        self.config.pointer_mut(ptr).unwrap().as_array_mut().expect("not an array").push(v);
+        self.config
+            .pointer_mut(ptr)
+            .unwrap()
+            .as_array_mut()
+            .expect("not an array")
+            .push(v);
         self
     }
 
@@ -634,7 +731,12 @@ impl Bundle {
 
     /// Add a namespace (type, optional path), replacing one of the same type.
     pub fn namespace(&mut self, ty: &str, path: Option<&str>) -> &mut Self {
-        let ns = self.config.pointer_mut("/linux/namespaces").unwrap().as_array_mut().unwrap();
+        let ns = self
+            .config
+            .pointer_mut("/linux/namespaces")
+            .unwrap()
+            .as_array_mut()
+            .unwrap();
         ns.retain(|n| n["type"] != ty);
         let mut n = json!({ "type": ty });
         if let Some(p) = path {
@@ -645,15 +747,23 @@ impl Bundle {
     }
 
     pub fn without_namespace(&mut self, ty: &str) -> &mut Self {
-        let ns = self.config.pointer_mut("/linux/namespaces").unwrap().as_array_mut().unwrap();
+        let ns = self
+            .config
+            .pointer_mut("/linux/namespaces")
+            .unwrap()
+            .as_array_mut()
+            .unwrap();
         ns.retain(|n| n["type"] != ty);
         self
     }
 
     /// Write config.json.
     pub fn write(&self) {
-        std::fs::write(self.dir.join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap())
-            .expect("write config.json");
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .expect("write config.json");
     }
 }
 
@@ -663,11 +773,19 @@ fn set_pointer(root: &mut Value, ptr: &str, v: Value) {
         return;
     }
     let mut cur = root;
-    let parts: Vec<String> = ptr.split('/').skip(1).map(|p| p.replace("~1", "/").replace("~0", "~")).collect();
+    let parts: Vec<String> = ptr
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
     for (i, p) in parts.iter().enumerate() {
         let last = i == parts.len() - 1;
         if let Value::Array(a) = cur {
-            let idx = if p == "-" { a.len() } else { p.parse::<usize>().expect("array index") };
+            let idx = if p == "-" {
+                a.len()
+            } else {
+                p.parse::<usize>().expect("array index")
+            };
             if last {
                 if idx == a.len() {
                     a.push(v);
@@ -743,18 +861,29 @@ pub fn default_config() -> Value {
 
 /// Host's /proc/self/ns/NAME link target (e.g. "net:[4026531840]").
 pub fn host_ns(name: &str) -> String {
-    std::fs::read_link(format!("/proc/self/ns/{name}")).unwrap().to_string_lossy().into_owned()
+    std::fs::read_link(format!("/proc/self/ns/{name}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The mount entry for `mountpoint` in a probe report (last one wins, as the
 /// kernel shows the topmost).
 pub fn find_mount<'a>(report: &'a Value, mountpoint: &str) -> Option<&'a Value> {
-    report["mounts"].as_array()?.iter().rev().find(|m| m["mountpoint"] == mountpoint)
+    report["mounts"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|m| m["mountpoint"] == mountpoint)
 }
 
 /// Whether a mount entry's per-mount or superblock options contain `opt`.
 pub fn mount_has_opt(m: &Value, opt: &str) -> bool {
-    let has = |k: &str| m[k].as_array().map(|a| a.iter().any(|o| o == opt)).unwrap_or(false);
+    let has = |k: &str| {
+        m[k].as_array()
+            .map(|a| a.iter().any(|o| o == opt))
+            .unwrap_or(false)
+    };
     has("options") || has("super_options")
 }
 
@@ -766,7 +895,12 @@ pub fn cap_mask(v: &Value) -> u64 {
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

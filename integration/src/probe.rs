@@ -28,7 +28,9 @@ fn read_to_string(p: &str) -> Option<String> {
 }
 
 fn readlink(p: &str) -> Option<String> {
-    fs::read_link(p).ok().map(|t| t.to_string_lossy().into_owned())
+    fs::read_link(p)
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned())
 }
 
 fn status_field(status: &Option<String>, key: &str) -> Value {
@@ -50,8 +52,12 @@ fn utsname() -> (Value, Value) {
         if libc::uname(&mut u) != 0 {
             return (Value::Null, Value::Null);
         }
-        let h = CStr::from_ptr(u.nodename.as_ptr()).to_string_lossy().into_owned();
-        let d = CStr::from_ptr(u.domainname.as_ptr()).to_string_lossy().into_owned();
+        let h = CStr::from_ptr(u.nodename.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let d = CStr::from_ptr(u.domainname.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         (json!(h), json!(d))
     }
 }
@@ -108,7 +114,10 @@ fn rlimits() -> Value {
     ];
     let mut m = Map::new();
     for (name, res) in list {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: getrlimit writes into a valid struct.
         let v = if unsafe { libc::getrlimit(*res, &mut r) } == 0 {
             json!([r.rlim_cur, r.rlim_max])
@@ -140,7 +149,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             {
                 if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
                     out.push(v);
@@ -156,11 +168,15 @@ fn unescape(s: &str) -> String {
 }
 
 fn mounts() -> Value {
-    let Some(s) = read_to_string("/proc/self/mountinfo") else { return Value::Null };
+    let Some(s) = read_to_string("/proc/self/mountinfo") else {
+        return Value::Null;
+    };
     let mut v = Vec::new();
     for line in s.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
         if f.len() < sep + 3 || sep < 6 {
             continue;
         }
@@ -182,9 +198,14 @@ fn mounts() -> Value {
 }
 
 fn fds() -> Value {
-    let Ok(rd) = fs::read_dir("/proc/self/fd") else { return Value::Null };
+    let Ok(rd) = fs::read_dir("/proc/self/fd") else {
+        return Value::Null;
+    };
     let mut m = Map::new();
-    let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort_by_key(|n| n.parse::<u64>().unwrap_or(u64::MAX));
     for n in names {
         let t = readlink(&format!("/proc/self/fd/{n}"));
@@ -220,13 +241,20 @@ fn sysctl(keys: &[String]) -> Value {
     let mut m = Map::new();
     for k in keys {
         let p = format!("/proc/sys/{}", k.replace('.', "/"));
-        m.insert(k.clone(), read_to_string(&p).map(|s| json!(s.trim_end())).unwrap_or(Value::Null));
+        m.insert(
+            k.clone(),
+            read_to_string(&p)
+                .map(|s| json!(s.trim_end()))
+                .unwrap_or(Value::Null),
+        );
     }
     json!({ "sysctl": m })
 }
 
 fn stat_one(p: &str) -> Value {
-    let Ok(c) = CString::new(p) else { return json!({"errno": libc::EINVAL}) };
+    let Ok(c) = CString::new(p) else {
+        return json!({"errno": libc::EINVAL});
+    };
     // SAFETY: lstat writes into a zeroed struct of the right type.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::lstat(c.as_ptr(), &mut st) } != 0 {
@@ -256,10 +284,17 @@ fn stat_one(p: &str) -> Value {
 }
 
 fn write_one(p: &str) -> Value {
-    let r = fs::OpenOptions::new().write(true).create(true).truncate(false).open(p).and_then(|mut f| f.write_all(b"berth-probe\n"));
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .and_then(|mut f| f.write_all(b"berth-probe\n"));
     match r {
         Ok(()) => json!({"path": p, "ok": true, "errno": null, "error": null}),
-        Err(e) => json!({"path": p, "ok": false, "errno": e.raw_os_error(), "error": e.to_string()}),
+        Err(e) => {
+            json!({"path": p, "ok": false, "errno": e.raw_os_error(), "error": e.to_string()})
+        }
     }
 }
 
@@ -268,7 +303,14 @@ fn report() -> Value {
     let (hostname, domainname) = utsname();
     // SAFETY: these id getters cannot fail.
     let (uid, gid, euid, egid, pid, ppid) = unsafe {
-        (libc::getuid(), libc::getgid(), libc::geteuid(), libc::getegid(), libc::getpid(), libc::getppid())
+        (
+            libc::getuid(),
+            libc::getgid(),
+            libc::geteuid(),
+            libc::getegid(),
+            libc::getpid(),
+            libc::getppid(),
+        )
     };
     let env: Map<String, Value> = std::env::vars_os()
         .map(|(k, v)| (k.to_string_lossy().into_owned(), json!(v.to_string_lossy())))
@@ -310,7 +352,11 @@ fn print(v: Value) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rest = if args.len() > 2 { args[2..].to_vec() } else { Vec::new() };
+    let rest = if args.len() > 2 {
+        args[2..].to_vec()
+    } else {
+        Vec::new()
+    };
     match args.get(1).map(String::as_str) {
         None | Some("report") => print(report()),
         Some("sysctl") => print(sysctl(&rest)),
@@ -318,7 +364,9 @@ fn main() {
             let m: Map<String, Value> = rest.iter().map(|p| (p.clone(), stat_one(p))).collect();
             print(json!({ "stat": m }))
         }
-        Some("write") => print(json!({ "write": write_one(rest.first().map(String::as_str).unwrap_or("")) })),
+        Some("write") => {
+            print(json!({ "write": write_one(rest.first().map(String::as_str).unwrap_or("")) }))
+        }
         Some("read") => {
             let p = rest.first().cloned().unwrap_or_default();
             let v = match fs::read(&p) {
@@ -331,7 +379,10 @@ fn main() {
             let p = rest.first().cloned().unwrap_or_default();
             let v = match fs::read_dir(&p) {
                 Ok(rd) => {
-                    let mut e: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                    let mut e: Vec<String> = rd
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
                     e.sort();
                     json!({"path": p, "entries": e, "errno": null})
                 }
@@ -347,7 +398,13 @@ fn main() {
                 // SAFETY: _exit is async-signal-safe.
                 unsafe { libc::_exit(128 + sig) }
             }
-            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+            for sig in [
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGHUP,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+            ] {
                 // SAFETY: installing a handler that only calls _exit.
                 unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
             }

@@ -23,11 +23,21 @@ fn assert_clean_failure(rt: &Runtime, o: &Out, id: &str, bundle: &Path) {
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "left under --root: {left:?}: {o}");
-    assert!(host_mounts_under(bundle).is_empty(), "mounts left: {:?}", host_mounts_under(bundle));
+    assert!(
+        host_mounts_under(bundle).is_empty(),
+        "mounts left: {:?}",
+        host_mounts_under(bundle)
+    );
     assert!(rt.state(id).is_err(), "state still answers for {id}");
     let list = rt.run(&["list", "-q"]);
-    assert!(!list.stdout.lines().any(|l| l == id), "list still shows {id}");
-    assert!(no_process_in(bundle), "a process is left with its root in the bundle");
+    assert!(
+        !list.stdout.lines().any(|l| l == id),
+        "list still shows {id}"
+    );
+    assert!(
+        no_process_in(bundle),
+        "a process is left with its root in the bundle"
+    );
 }
 
 fn no_process_in(bundle: &Path) -> bool {
@@ -38,7 +48,9 @@ fn no_process_in(bundle: &Path) -> bool {
             return true;
         }
         let inside = |l: &str| {
-            std::fs::read_link(e.path().join(l)).map(|p| p.to_string_lossy().starts_with(&b)).unwrap_or(false)
+            std::fs::read_link(e.path().join(l))
+                .map(|p| p.to_string_lossy().starts_with(&b))
+                .unwrap_or(false)
         };
         !(inside("root") || inside("cwd"))
     })
@@ -114,7 +126,10 @@ fn bad_id(name: &str, id: &str) {
     assert_clean_failure(&rt, &o, id, b.path());
     // Nothing was created next to --root either.
     let parent = rt.root().parent().unwrap();
-    assert!(!parent.join("berth-test-escape").exists(), "id escaped --root");
+    assert!(
+        !parent.join("berth-test-escape").exists(),
+        "id escaped --root"
+    );
 }
 
 #[test]
@@ -152,7 +167,8 @@ fn id_empty() {
 fn rootfs_dangling_symlink() {
     let rt = Runtime::new("rootfslink");
     let b = rt.bundle();
-    std::os::unix::fs::symlink("/nonexistent/berth-test-rootfs", b.path().join("dangling")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/berth-test-rootfs", b.path().join("dangling"))
+        .unwrap();
     let mut b = b;
     b.set("/root/path", json!("dangling"));
     b.write();
@@ -179,7 +195,10 @@ fn relative_mount_destination() {
     berth_only!();
     let rt = Runtime::new("reldest");
     let mut b = rt.bundle();
-    b.push("/mounts", json!({"destination": "relative/dest", "type": "tmpfs", "source": "tmpfs"}));
+    b.push(
+        "/mounts",
+        json!({"destination": "relative/dest", "type": "tmpfs", "source": "tmpfs"}),
+    );
     b.write();
     let id = rt.id();
     let o = rt.run(&["create", "--bundle", b.path_str(), &id]);
@@ -192,7 +211,10 @@ fn unknown_mount_type_fails_cleanly() {
     let rt = Runtime::new("badmount");
     let mut b = rt.bundle();
     b.set("/process/args", json!(["/bin/berth-probe", "sleep"]));
-    b.push("/mounts", json!({"destination": "/x", "type": "berth-no-such-fs", "source": "none"}));
+    b.push(
+        "/mounts",
+        json!({"destination": "/x", "type": "berth-no-such-fs", "source": "none"}),
+    );
     b.write();
     let id = rt.id();
     let o = rt.run(&["create", "--bundle", b.path_str(), &id]);
@@ -224,5 +246,9 @@ fn existing_id_leaves_first_alone() {
     assert!(no_process_in(b2.path()));
     let st = rt.state(&id).unwrap();
     assert_eq!(st["status"], "running");
-    assert_eq!(st["bundle"], b1.path_str(), "the existing container's state was overwritten");
+    assert_eq!(
+        st["bundle"],
+        b1.path_str(),
+        "the existing container's state was overwritten"
+    );
 }

@@ -33,14 +33,21 @@ fn setup(rt: &Runtime, b: &mut Bundle) -> Hooks {
     b.set("/hooks/prestart", json!([host("prestart")]));
     b.set("/hooks/createRuntime", json!([host("createRuntime")]));
     b.set("/hooks/createContainer", json!([host("createContainer")]));
-    b.set("/hooks/startContainer", json!([{"path": "/bin/sh", "args": ["sh", "/hooks/hook.sh", "startContainer", "/hooks"]}]));
+    b.set(
+        "/hooks/startContainer",
+        json!([{"path": "/bin/sh", "args": ["sh", "/hooks/hook.sh", "startContainer", "/hooks"]}]),
+    );
     b.set("/hooks/poststart", json!([host("poststart")]));
     b.set("/hooks/poststop", json!([host("poststop")]));
     Hooks { out, script }
 }
 
 fn order(h: &Hooks) -> Vec<String> {
-    std::fs::read_to_string(h.out.join("order")).unwrap_or_default().lines().map(String::from).collect()
+    std::fs::read_to_string(h.out.join("order"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn state_of(h: &Hooks, stage: &str) -> Value {
@@ -50,7 +57,10 @@ fn state_of(h: &Hooks, stage: &str) -> Value {
 }
 
 fn mnt_of(h: &Hooks, stage: &str) -> String {
-    std::fs::read_to_string(h.out.join(format!("{stage}.mnt"))).unwrap().trim().to_string()
+    std::fs::read_to_string(h.out.join(format!("{stage}.mnt")))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -66,33 +76,73 @@ fn hooks_order_state_and_namespaces() {
     // runc 1.1 runs poststart hooks already during create (a known deviation
     // from the spec, which says "after the start operation is called"); berth
     // follows the spec.
-    let runc_early_poststart = is_runc() && after_create.last().map(String::as_str) == Some("poststart");
+    let runc_early_poststart =
+        is_runc() && after_create.last().map(String::as_str) == Some("poststart");
     if runc_early_poststart {
         after_create.pop();
     }
-    assert_eq!(after_create, ["prestart", "createRuntime", "createContainer"], "hooks run by create");
+    assert_eq!(
+        after_create,
+        ["prestart", "createRuntime", "createContainer"],
+        "hooks run by create"
+    );
     let pid = rt.pid(&id);
-    let container_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap().to_string_lossy().into_owned();
-    assert_eq!(mnt_of(&h, "createContainer"), container_mnt, "createContainer not in the container's mount ns");
-    assert_eq!(mnt_of(&h, "createRuntime"), host_ns("mnt"), "createRuntime not in the runtime's mount ns");
-    assert_eq!(mnt_of(&h, "prestart"), host_ns("mnt"), "prestart not in the runtime's mount ns");
+    let container_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        mnt_of(&h, "createContainer"),
+        container_mnt,
+        "createContainer not in the container's mount ns"
+    );
+    assert_eq!(
+        mnt_of(&h, "createRuntime"),
+        host_ns("mnt"),
+        "createRuntime not in the runtime's mount ns"
+    );
+    assert_eq!(
+        mnt_of(&h, "prestart"),
+        host_ns("mnt"),
+        "prestart not in the runtime's mount ns"
+    );
 
     rt.run(&["start", &id]).ok();
     // poststart runs after the process started; start returns after it.
     let want: &[&str] = if runc_early_poststart {
-        &["prestart", "createRuntime", "createContainer", "poststart", "startContainer"]
+        &[
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "poststart",
+            "startContainer",
+        ]
     } else {
-        &["prestart", "createRuntime", "createContainer", "startContainer", "poststart"]
+        &[
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+        ]
     };
     assert_eq!(order(&h), want, "hooks run by start");
-    assert_eq!(mnt_of(&h, "startContainer"), container_mnt, "startContainer not in the container's mount ns");
+    assert_eq!(
+        mnt_of(&h, "startContainer"),
+        container_mnt,
+        "startContainer not in the container's mount ns"
+    );
     assert_eq!(mnt_of(&h, "poststart"), host_ns("mnt"));
 
     rt.run(&["kill", &id, "KILL"]).ok();
     rt.wait_stopped(&id);
     assert_eq!(order(&h).len(), 5, "a hook ran on kill");
     rt.run(&["delete", &id]).ok();
-    assert_eq!(order(&h).last().map(String::as_str), Some("poststop"), "poststop not run by delete");
+    assert_eq!(
+        order(&h).last().map(String::as_str),
+        Some("poststop"),
+        "poststop not run by delete"
+    );
     assert_eq!(order(&h).len(), 6);
 
     // The state on stdin.
@@ -101,7 +151,14 @@ fn hooks_order_state_and_namespaces() {
         ("createRuntime", "creating"),
         ("createContainer", "creating"),
         ("startContainer", "created"),
-        ("poststart", if runc_early_poststart { "created" } else { "running" }),
+        (
+            "poststart",
+            if runc_early_poststart {
+                "created"
+            } else {
+                "running"
+            },
+        ),
         ("poststop", "stopped"),
     ];
     for (stage, status) in want_status {
@@ -113,7 +170,9 @@ fn hooks_order_state_and_namespaces() {
         match stage {
             // Hooks in the container see the pid as it is in the container's
             // pid namespace (runc: 1).
-            "createContainer" | "startContainer" => assert_eq!(s["pid"].as_i64(), Some(1), "{stage}: {s}"),
+            "createContainer" | "startContainer" => {
+                assert_eq!(s["pid"].as_i64(), Some(1), "{stage}: {s}")
+            }
             "poststop" => {}
             _ => assert_eq!(s["pid"].as_i64(), Some(pid as i64), "{stage}: {s}"),
         }
@@ -147,20 +206,35 @@ fn failing_create_runtime_hook_fails_create() {
     std::fs::write(&hook, "#!/bin/sh\necho hook-says-no >&2\nexit 7\n").unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     b.set("/process/args", json!(["/bin/berth-probe", "sleep"]));
-    b.set("/hooks/createRuntime", json!([{"path": hook.to_str().unwrap()}]));
+    b.set(
+        "/hooks/createRuntime",
+        json!([{"path": hook.to_str().unwrap()}]),
+    );
     b.write();
     let id = rt.id();
     let o = rt.run(&["create", "--bundle", b.path_str(), &id]).fails();
     assert_eq!(o.code, Some(1), "{o}");
     // Nothing left: no container, no state dir, no mounts from the bundle.
-    assert!(rt.state(&id).is_err(), "failed create left a container: {o}");
+    assert!(
+        rt.state(&id).is_err(),
+        "failed create left a container: {o}"
+    );
     assert!(!rt.root().join(&id).exists(), "state dir left behind");
     assert!(host_mounts_under(b.path()).is_empty());
-    assert!(no_process_with_root(b.path()), "a container process survived");
+    assert!(
+        no_process_with_root(b.path()),
+        "a container process survived"
+    );
     if !is_runc() {
         // berth adds the hook's path and its stderr to the message.
-        assert!(o.stderr.contains(hook.to_str().unwrap()), "message lacks the hook path: {o}");
-        assert!(o.stderr.contains("hook-says-no"), "message lacks the hook's stderr: {o}");
+        assert!(
+            o.stderr.contains(hook.to_str().unwrap()),
+            "message lacks the hook path: {o}"
+        );
+        assert!(
+            o.stderr.contains("hook-says-no"),
+            "message lacks the hook's stderr: {o}"
+        );
     }
 }
 
@@ -185,12 +259,18 @@ fn hook_timeout() {
     let rt = Runtime::new("hooktimeout");
     let mut b = rt.bundle();
     b.set("/process/args", json!(["/bin/berth-probe", "sleep"]));
-    b.set("/hooks/createRuntime", json!([{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]));
+    b.set(
+        "/hooks/createRuntime",
+        json!([{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]),
+    );
     b.write();
     let id = rt.id();
     let t = std::time::Instant::now();
     let o = rt.run(&["create", "--bundle", b.path_str(), &id]).fails();
-    assert!(t.elapsed() < std::time::Duration::from_secs(15), "timeout not honoured: {o}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "timeout not honoured: {o}"
+    );
     assert!(rt.state(&id).is_err(), "{o}");
 }
 

@@ -13,7 +13,15 @@ fn create_start_kill_delete() {
     b.write();
     let id = rt.id();
     let pidfile = rt.tempdir().join("pid");
-    rt.run(&["create", "--bundle", b.path_str(), "--pid-file", pidfile.to_str().unwrap(), &id]).ok();
+    rt.run(&[
+        "create",
+        "--bundle",
+        b.path_str(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &id,
+    ])
+    .ok();
 
     let st = rt.state(&id).unwrap();
     assert_eq!(st["status"], "created", "{st}");
@@ -22,8 +30,15 @@ fn create_start_kill_delete() {
     assert_eq!(st["bundle"], b.path_str(), "{st}");
     let pid = st["pid"].as_i64().unwrap();
     assert!(pid > 0, "{st}");
-    assert!(pid_alive(pid as i32), "created container's init {pid} is not alive");
-    let written: i64 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        pid_alive(pid as i32),
+        "created container's init {pid} is not alive"
+    );
+    let written: i64 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(written, pid, "pid file disagrees with state");
 
     rt.run(&["start", &id]).ok();
@@ -32,10 +47,15 @@ fn create_start_kill_delete() {
 
     rt.run(&["kill", &id, "KILL"]).ok();
     rt.wait_stopped(&id);
-    assert!(!pid_alive(pid as i32), "process {pid} still alive after stop");
+    assert!(
+        !pid_alive(pid as i32),
+        "process {pid} still alive after stop"
+    );
 
     rt.run(&["delete", &id]).ok();
-    let o = rt.state(&id).expect_err("state of a deleted container must fail");
+    let o = rt
+        .state(&id)
+        .expect_err("state of a deleted container must fail");
     assert_eq!(o.code, Some(1), "{o}");
     assert!(!rt.root().join(&id).exists(), "state dir left after delete");
 }
@@ -65,11 +85,18 @@ fn delete_running_needs_force() {
     let pid = rt.pid(&id);
     let o = rt.run(&["delete", &id]).fails();
     assert_eq!(o.code, Some(1), "{o}");
-    assert_eq!(rt.status(&id).as_deref(), Some("running"), "delete without --force changed the container");
+    assert_eq!(
+        rt.status(&id).as_deref(),
+        Some("running"),
+        "delete without --force changed the container"
+    );
     assert!(pid_alive(pid));
 
     rt.run(&["delete", "--force", &id]).ok();
-    assert!(rt.state(&id).is_err(), "container still there after delete --force");
+    assert!(
+        rt.state(&id).is_err(),
+        "container still there after delete --force"
+    );
     // delete --force waits for the process to be gone.
     std::thread::sleep(Duration::from_millis(100));
     assert!(!pid_alive(pid), "process {pid} alive after delete --force");
@@ -149,7 +176,9 @@ fn run_killed_by_signal_exits_128_plus_n() {
     let (id2, bin, root) = (id.clone(), rt.bin.clone(), rt.root().to_path_buf());
     let h = std::thread::spawn(move || {
         let mut c = std::process::Command::new(bin);
-        c.arg("--root").arg(root).args(["run", "--bundle", &bundle, &id2]);
+        c.arg("--root")
+            .arg(root)
+            .args(["run", "--bundle", &bundle, &id2]);
         exec(c, Opts::default())
     });
     rt.wait_status(&id, "running");
@@ -165,7 +194,9 @@ fn run_detach() {
     b.set("/process/args", json!(["/bin/berth-probe", "sleep"]));
     b.write();
     let id = rt.id();
-    let o = rt.run(&["run", "--detach", "--bundle", b.path_str(), &id]).ok();
+    let o = rt
+        .run(&["run", "--detach", "--bundle", b.path_str(), &id])
+        .ok();
     assert!(!o.timed_out);
     assert_eq!(rt.status(&id).as_deref(), Some("running"));
     assert!(pid_alive(rt.pid(&id)));
@@ -220,7 +251,14 @@ fn kill_all() {
     let rt = Runtime::new("killall");
     let mut b = rt.bundle();
     // A shell with a background child: both are in the container.
-    b.set("/process/args", json!(["/bin/sh", "-c", "/bin/berth-probe sleep & /bin/berth-probe sleep"]));
+    b.set(
+        "/process/args",
+        json!([
+            "/bin/sh",
+            "-c",
+            "/bin/berth-probe sleep & /bin/berth-probe sleep"
+        ]),
+    );
     let id = rt.id();
     rt.create(&b, &id);
     rt.run(&["start", &id]).ok();
@@ -246,10 +284,16 @@ fn children_of(pid: i32) -> Vec<i32> {
     let mut v = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
                 let after = s.rsplit(')').next().unwrap_or("");
-                let ppid: i32 = after.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+                let ppid: i32 = after
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
                 if ppid == pid {
                     v.push(p);
                 }
@@ -271,7 +315,11 @@ fn list_formats() {
     let mut b = rt.bundle();
     let id = rt.start_sleeper(&mut b);
     let o = rt.run(&["list"]).ok();
-    let row = o.stdout.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("no row for {id}: {o}"));
+    let row = o
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("no row for {id}: {o}"));
     assert!(row.contains("running"), "{row}");
     assert!(row.contains(b.path_str()), "{row}");
 
@@ -296,7 +344,15 @@ fn options_after_id() {
     b.write();
     let id = rt.id();
     let pidfile = rt.tempdir().join("p");
-    rt.run(&["create", &id, "--bundle", b.path_str(), "--pid-file", pidfile.to_str().unwrap()]).ok();
+    rt.run(&[
+        "create",
+        &id,
+        "--bundle",
+        b.path_str(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+    ])
+    .ok();
     assert_eq!(rt.status(&id).as_deref(), Some("created"));
     assert!(pidfile.exists());
     rt.run(&["delete", &id, "--force"]).ok();
@@ -311,8 +367,21 @@ fn run_pid_file() {
     b.write();
     let id = rt.id();
     let pidfile = rt.tempdir().join("pid");
-    rt.run(&["run", "-d", "--pid-file", pidfile.to_str().unwrap(), "--bundle", b.path_str(), &id]).ok();
-    let written: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    rt.run(&[
+        "run",
+        "-d",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        "--bundle",
+        b.path_str(),
+        &id,
+    ])
+    .ok();
+    let written: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(written, rt.pid(&id));
 }
 
@@ -323,7 +392,13 @@ fn bundle_defaults_to_cwd() {
     b.set("/process/args", json!(["/bin/berth-probe", "exit", "4"]));
     b.write();
     let id = rt.id();
-    let o = rt.run_opts(&["run", &id], Opts { cwd: Some(b.path().to_path_buf()), ..Default::default() });
+    let o = rt.run_opts(
+        &["run", &id],
+        Opts {
+            cwd: Some(b.path().to_path_buf()),
+            ..Default::default()
+        },
+    );
     assert_eq!(o.code, Some(4), "{o}");
 }
 
@@ -333,15 +408,23 @@ fn spec_output_is_accepted_by_create() {
     let b = rt.bundle();
     std::fs::remove_file(b.path().join("config.json")).ok();
     rt.run(&["spec", "--bundle", b.path_str()]).ok();
-    let text = std::fs::read_to_string(b.path().join("config.json")).expect("spec wrote no config.json");
+    let text =
+        std::fs::read_to_string(b.path().join("config.json")).expect("spec wrote no config.json");
     let mut cfg: Value = serde_json::from_str(&text).expect("spec wrote invalid JSON");
     assert!(cfg["ociVersion"].is_string());
     assert_eq!(cfg["root"]["path"], "rootfs");
-    assert!(cfg["linux"]["namespaces"].as_array().map(|a| !a.is_empty()).unwrap_or(false));
+    assert!(cfg["linux"]["namespaces"]
+        .as_array()
+        .map(|a| !a.is_empty())
+        .unwrap_or(false));
     // Only what a test without a terminal needs.
     cfg["process"]["terminal"] = json!(false);
     cfg["process"]["args"] = json!(["/bin/berth-probe", "exit", "0"]);
-    std::fs::write(b.path().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        b.path().join("config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
     let id = rt.id();
     rt.run(&["run", "--bundle", b.path_str(), &id]).ok();
 
@@ -354,18 +437,44 @@ fn features_json() {
     let rt = Runtime::new("features");
     let o = rt.run(&["features"]).ok();
     let v = o.json();
-    let min = v["ociVersionMin"].as_str().unwrap_or_else(|| panic!("no ociVersionMin: {o}"));
-    let max = v["ociVersionMax"].as_str().unwrap_or_else(|| panic!("no ociVersionMax: {o}"));
+    let min = v["ociVersionMin"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ociVersionMin: {o}"));
+    let max = v["ociVersionMax"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ociVersionMax: {o}"));
     assert!(min.starts_with("1."), "{min}");
     assert!(max.starts_with("1."), "{max}");
-    let hooks: Vec<&str> = v["hooks"].as_array().unwrap().iter().filter_map(|h| h.as_str()).collect();
-    for h in ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"] {
+    let hooks: Vec<&str> = v["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    for h in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
         assert!(hooks.contains(&h), "features.hooks lacks {h}: {hooks:?}");
     }
-    let ns: Vec<&str> =
-        v["linux"]["namespaces"].as_array().unwrap().iter().filter_map(|h| h.as_str()).collect();
+    let ns: Vec<&str> = v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
     for n in ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"] {
-        assert!(ns.contains(&n), "features.linux.namespaces lacks {n}: {ns:?}");
+        assert!(
+            ns.contains(&n),
+            "features.linux.namespaces lacks {n}: {ns:?}"
+        );
     }
-    assert!(v["mountOptions"].as_array().map(|a| a.iter().any(|o| o == "ro")).unwrap_or(false));
+    assert!(v["mountOptions"]
+        .as_array()
+        .map(|a| a.iter().any(|o| o == "ro"))
+        .unwrap_or(false));
 }

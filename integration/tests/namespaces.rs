@@ -19,7 +19,8 @@ impl Holder {
         let h = Holder(c);
         // Wait until unshare has exec'ed sleep (namespaces are in place).
         for _ in 0..500 {
-            let comm = std::fs::read_to_string(format!("/proc/{}/comm", h.pid())).unwrap_or_default();
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", h.pid())).unwrap_or_default();
             if comm.trim() == "sleep" {
                 return h;
             }
@@ -31,7 +32,10 @@ impl Holder {
         self.0.id()
     }
     fn ns(&self, name: &str) -> String {
-        std::fs::read_link(format!("/proc/{}/ns/{name}", self.pid())).unwrap().to_string_lossy().into_owned()
+        std::fs::read_link(format!("/proc/{}/ns/{name}", self.pid()))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
     }
     fn ns_path(&self, name: &str) -> String {
         format!("/proc/{}/ns/{name}", self.pid())
@@ -45,7 +49,10 @@ impl Drop for Holder {
 }
 
 fn ns_of(r: &Value, name: &str) -> String {
-    r["namespaces"][name].as_str().unwrap_or_else(|| panic!("no ns {name} in {}", r["namespaces"])).to_string()
+    r["namespaces"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ns {name} in {}", r["namespaces"]))
+        .to_string()
 }
 
 #[test]
@@ -57,7 +64,11 @@ fn default_namespaces_are_new() {
     }
     // Not asked for: shared with the host.
     for ns in ["user", "cgroup"] {
-        assert_eq!(ns_of(&r, ns), host_ns(ns), "{ns} namespace should be the host's");
+        assert_eq!(
+            ns_of(&r, ns),
+            host_ns(ns),
+            "{ns} namespace should be the host's"
+        );
     }
     assert_eq!(r["pid"], 1, "not pid 1 in a new pid namespace");
 }
@@ -90,8 +101,14 @@ fn user_namespace_new_with_mappings() {
     let rt = Runtime::new("nsuser");
     let r = rt.probe(|b| {
         b.namespace("user", None);
-        b.set("/linux/uidMappings", json!([{"containerID": 0, "hostID": 200000, "size": 65536}]));
-        b.set("/linux/gidMappings", json!([{"containerID": 0, "hostID": 200000, "size": 65536}]));
+        b.set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
+        );
+        b.set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
+        );
         // sysfs cannot be mounted by a user namespace that does not own the
         // net namespace it would show; keep the default net ns (new, owned).
     });
@@ -105,8 +122,14 @@ fn user_namespace_mapping_seen_in_proc() {
     let rt = Runtime::new("nsusermap");
     let r = rt.probe_args(&["read", "/proc/self/uid_map"], |b| {
         b.namespace("user", None);
-        b.set("/linux/uidMappings", json!([{"containerID": 0, "hostID": 300000, "size": 1000}]));
-        b.set("/linux/gidMappings", json!([{"containerID": 0, "hostID": 300000, "size": 1000}]));
+        b.set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": 300000, "size": 1000}]),
+        );
+        b.set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": 300000, "size": 1000}]),
+        );
     });
     let map = r["read"]["data"].as_str().unwrap();
     let f: Vec<&str> = map.split_whitespace().collect();
@@ -149,7 +172,10 @@ fn join_pid_namespace_of_container() {
     let mut first = rt.bundle();
     let id = rt.start_sleeper(&mut first);
     let pid = rt.pid(&id);
-    let target = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap().to_string_lossy().into_owned();
+    let target = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let r = rt.probe(|b| {
         b.namespace("pid", Some(&format!("/proc/{pid}/ns/pid")));
     });
@@ -166,10 +192,25 @@ fn join_user_namespace_by_path() {
         b.namespace("network", Some(&h.ns_path("net")));
         // runc 1.1 insists on mappings even when joining; give the holder's own
         // (--map-root-user maps 0 to our uid 0).
-        b.set("/linux/uidMappings", json!([{"containerID": 0, "hostID": 0, "size": 1}]));
-        b.set("/linux/gidMappings", json!([{"containerID": 0, "hostID": 0, "size": 1}]));
+        b.set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": 0, "size": 1}]),
+        );
+        b.set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": 0, "size": 1}]),
+        );
         // gid 5 (tty) is not mapped in that user namespace.
-        b.set("/mounts/2/options", json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]));
+        b.set(
+            "/mounts/2/options",
+            json!([
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620"
+            ]),
+        );
     });
     assert_eq!(ns_of(&r, "user"), h.ns("user"));
     assert_eq!(ns_of(&r, "net"), h.ns("net"));
@@ -224,5 +265,9 @@ fn hostname_without_uts_namespace_fails() {
     let id = rt.id();
     rt.run(&["run", "--bundle", b.path_str(), &id]).fails();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert_ne!(host.trim(), "berth-should-not-set", "the host's hostname was changed!");
+    assert_ne!(
+        host.trim(),
+        "berth-should-not-set",
+        "the host's hostname was changed!"
+    );
 }

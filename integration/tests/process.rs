@@ -10,7 +10,10 @@ use std::time::Duration;
 fn args_are_passed_verbatim() {
     let rt = Runtime::new("args");
     let r = rt.probe_args(&["report", "a b", "", "--x=1", "ü"], |_| {});
-    assert_eq!(r["args"], json!(["/bin/berth-probe", "report", "a b", "", "--x=1", "ü"]));
+    assert_eq!(
+        r["args"],
+        json!(["/bin/berth-probe", "report", "a b", "", "--x=1", "ü"])
+    );
 }
 
 #[test]
@@ -29,7 +32,10 @@ fn args_resolved_through_path() {
 fn env_is_exact_plus_home() {
     let rt = Runtime::new("env");
     let r = rt.probe(|b| {
-        b.set("/process/env", json!(["PATH=/bin", "FOO=bar baz", "EMPTY="]));
+        b.set(
+            "/process/env",
+            json!(["PATH=/bin", "FOO=bar baz", "EMPTY="]),
+        );
     });
     let env = r["env"].as_object().unwrap();
     assert_eq!(env["FOO"], "bar baz");
@@ -38,7 +44,10 @@ fn env_is_exact_plus_home() {
     // runc adds HOME from the user's passwd entry when the config has none.
     assert_eq!(env["HOME"], "/root");
     // Nothing of the runtime's own environment leaks in.
-    let extra: Vec<&String> = env.keys().filter(|k| !["FOO", "EMPTY", "PATH", "HOME"].contains(&k.as_str())).collect();
+    let extra: Vec<&String> = env
+        .keys()
+        .filter(|k| !["FOO", "EMPTY", "PATH", "HOME"].contains(&k.as_str()))
+        .collect();
     assert!(extra.is_empty(), "unexpected variables {extra:?}");
 }
 
@@ -68,11 +77,27 @@ fn cwd_is_set_and_created() {
 fn user_and_additional_gids() {
     let rt = Runtime::new("user");
     let r = rt.probe(|b| {
-        b.set("/process/user", json!({"uid": 1000, "gid": 1001, "additionalGids": [65534, 5]}));
+        b.set(
+            "/process/user",
+            json!({"uid": 1000, "gid": 1001, "additionalGids": [65534, 5]}),
+        );
     });
-    assert_eq!((r["uid"].as_u64(), r["euid"].as_u64()), (Some(1000), Some(1000)), "{r}");
-    assert_eq!((r["gid"].as_u64(), r["egid"].as_u64()), (Some(1001), Some(1001)), "{r}");
-    let mut g: Vec<u64> = r["groups"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(
+        (r["uid"].as_u64(), r["euid"].as_u64()),
+        (Some(1000), Some(1000)),
+        "{r}"
+    );
+    assert_eq!(
+        (r["gid"].as_u64(), r["egid"].as_u64()),
+        (Some(1001), Some(1001)),
+        "{r}"
+    );
+    let mut g: Vec<u64> = r["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
     g.sort();
     assert!(g.contains(&5) && g.contains(&65534), "groups {g:?}");
     assert!(!g.contains(&0), "root group kept: {g:?}");
@@ -90,7 +115,10 @@ fn umask_default_and_set() {
 }
 
 fn host_nofile_hard() -> u64 {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit into a valid struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
     r.rlim_max
@@ -121,7 +149,10 @@ fn rlimits_applied() {
 fn rlimit_unknown_type_fails() {
     let rt = Runtime::new("rlimitbad");
     let mut b = rt.bundle();
-    b.set("/process/rlimits", json!([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]));
+    b.set(
+        "/process/rlimits",
+        json!([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
+    );
     b.write();
     let id = rt.id();
     rt.run(&["run", "--bundle", b.path_str(), &id]).fails();
@@ -130,7 +161,11 @@ fn rlimit_unknown_type_fails() {
 #[test]
 fn oom_score_adj() {
     let rt = Runtime::new("oom");
-    let cur: i64 = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap().trim().parse().unwrap();
+    let cur: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let want = (cur + 123).min(1000);
     let r = rt.probe(|b| {
         b.set("/process/oomScoreAdj", json!(want));
@@ -199,8 +234,16 @@ fn capabilities_non_root_keep_ambient() {
         );
     });
     let c = &r["capabilities"];
-    assert_eq!(cap_mask(&c["bounding"]), CAP_CHOWN | CAP_KILL | CAP_NET_BIND_SERVICE, "{c}");
-    assert_eq!(cap_mask(&c["inheritable"]), CAP_KILL | CAP_NET_BIND_SERVICE, "{c}");
+    assert_eq!(
+        cap_mask(&c["bounding"]),
+        CAP_CHOWN | CAP_KILL | CAP_NET_BIND_SERVICE,
+        "{c}"
+    );
+    assert_eq!(
+        cap_mask(&c["inheritable"]),
+        CAP_KILL | CAP_NET_BIND_SERVICE,
+        "{c}"
+    );
     assert_eq!(cap_mask(&c["ambient"]), CAP_NET_BIND_SERVICE, "{c}");
     assert_eq!(cap_mask(&c["permitted"]), CAP_NET_BIND_SERVICE, "{c}");
     assert_eq!(cap_mask(&c["effective"]), CAP_NET_BIND_SERVICE, "{c}");
@@ -213,7 +256,13 @@ fn capabilities_empty_drops_everything() {
         b.set("/process/capabilities", json!({}));
     });
     let c = &r["capabilities"];
-    for set in ["bounding", "permitted", "effective", "inheritable", "ambient"] {
+    for set in [
+        "bounding",
+        "permitted",
+        "effective",
+        "inheritable",
+        "ambient",
+    ] {
         assert_eq!(cap_mask(&c[set]), 0, "{set} not empty: {c}");
     }
     let r = rt.probe(|_| {});
@@ -244,7 +293,10 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 }
 
 fn fd_target(fd: &OwnedFd) -> String {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap().to_string_lossy().into_owned()
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -260,15 +312,29 @@ fn preserve_fds() {
     let o = rt
         .run_opts(
             &["run", "--preserve-fds", "1", "--bundle", b.path_str(), &id],
-            Opts { extra_fds: vec![r1, r2], ..Default::default() },
+            Opts {
+                extra_fds: vec![r1, r2],
+                ..Default::default()
+            },
         )
         .ok();
     let r = o.json();
     let fds = r["fds"].as_object().unwrap();
-    assert_eq!(fds.get("3").and_then(Value::as_str), Some(t1.as_str()), "fd 3 not preserved: {r}");
+    assert_eq!(
+        fds.get("3").and_then(Value::as_str),
+        Some(t1.as_str()),
+        "fd 3 not preserved: {r}"
+    );
     // Only the number asked for: fd 4 is not passed on.
-    assert_ne!(fds.get("4").and_then(Value::as_str), Some(t2.as_str()), "fd 4 leaked: {r}");
-    let extra: Vec<&String> = fds.keys().filter(|k| k.parse::<i32>().unwrap_or(0) > 3).collect();
+    assert_ne!(
+        fds.get("4").and_then(Value::as_str),
+        Some(t2.as_str()),
+        "fd 4 leaked: {r}"
+    );
+    let extra: Vec<&String> = fds
+        .keys()
+        .filter(|k| k.parse::<i32>().unwrap_or(0) > 3)
+        .collect();
     assert!(extra.is_empty(), "unexpected fds inside: {fds:?}");
 }
 
@@ -280,7 +346,13 @@ fn no_fds_leak_by_default() {
     let (r1, _w1) = pipe();
     let id = rt.id();
     let o = rt
-        .run_opts(&["run", "--bundle", b.path_str(), &id], Opts { extra_fds: vec![r1], ..Default::default() })
+        .run_opts(
+            &["run", "--bundle", b.path_str(), &id],
+            Opts {
+                extra_fds: vec![r1],
+                ..Default::default()
+            },
+        )
         .ok();
     let r = o.json();
     let fds: Vec<&String> = r["fds"].as_object().unwrap().keys().collect();
@@ -307,8 +379,15 @@ fn listen_fds_socket_activation() {
     );
     let mut c = std::process::Command::new("/bin/sh");
     c.args(["-c", &script]);
-    let o = exec(c, Opts { extra_fds: vec![r1], env: vec![("LISTEN_FDS".into(), "1".into())], ..Default::default() })
-        .ok();
+    let o = exec(
+        c,
+        Opts {
+            extra_fds: vec![r1],
+            env: vec![("LISTEN_FDS".into(), "1".into())],
+            ..Default::default()
+        },
+    )
+    .ok();
     let r = o.json();
     assert_eq!(r["env"]["LISTEN_FDS"], "1", "{r}");
     assert_eq!(r["env"]["LISTEN_PID"], "1", "{r}");
@@ -320,7 +399,10 @@ fn listen_fds_socket_activation() {
 /// Receive one fd over a unix stream socket (SCM_RIGHTS).
 fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
     let mut data = [0u8; 4096];
-    let mut iov = libc::iovec { iov_base: data.as_mut_ptr() as *mut libc::c_void, iov_len: data.len() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
     let mut cbuf = [0u64; 16];
     // SAFETY: msghdr is plain data; every pointer in it refers to live buffers.
     unsafe {
@@ -360,11 +442,22 @@ fn terminal_console_socket() {
         recv_fd(&s)
     });
     let id = rt.id();
-    rt.run(&["create", "--bundle", b.path_str(), "--console-socket", sock_path.to_str().unwrap(), &id]).ok();
+    rt.run(&[
+        "create",
+        "--bundle",
+        b.path_str(),
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        &id,
+    ])
+    .ok();
     let master = accept.join().unwrap().expect("no pty master received");
     // The fd received is a pty master.
     let target = fd_target(&master);
-    assert!(target.contains("ptmx"), "received fd is {target}, not a pty master");
+    assert!(
+        target.contains("ptmx"),
+        "received fd is {target}, not a pty master"
+    );
 
     rt.run(&["start", &id]).ok();
     let mut f = std::fs::File::from(master);
@@ -381,9 +474,15 @@ fn terminal_console_socket() {
         }
         let _ = tx.send(out);
     });
-    let out = rx.recv_timeout(Duration::from_secs(10)).expect("no output from the pty");
+    let out = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no output from the pty");
     let text = String::from_utf8_lossy(&out);
-    let line = text.lines().map(str::trim).find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON: {text:?}"));
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON: {text:?}"));
     let r: Value = serde_json::from_str(line).unwrap();
     for fd in 0..3 {
         assert_eq!(r["tty"][format!("isatty{fd}")], true, "{r}");

@@ -10,7 +10,12 @@ const EROFS: i64 = 30;
 
 fn mount_of<'a>(r: &'a Value, mp: &str) -> &'a Value {
     find_mount(r, mp).unwrap_or_else(|| {
-        let all: Vec<&Value> = r["mounts"].as_array().unwrap().iter().map(|m| &m["mountpoint"]).collect();
+        let all: Vec<&Value> = r["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["mountpoint"])
+            .collect();
         panic!("no mount at {mp}; mounts: {all:?}")
     })
 }
@@ -56,7 +61,10 @@ fn default_mounts() {
     assert_eq!(sys["fstype"], "sysfs");
     assert!(mount_has_opt(sys, "ro"), "{sys}");
     for o in ["nosuid", "noexec", "nodev"] {
-        assert!(mount_has_opt(mount_of(&r, "/dev/shm"), o), "/dev/shm lacks {o}");
+        assert!(
+            mount_has_opt(mount_of(&r, "/dev/shm"), o),
+            "/dev/shm lacks {o}"
+        );
     }
 }
 
@@ -71,7 +79,8 @@ fn bind_mount_rw() {
     let rt = Runtime::new("bind");
     let d = host_dir_with_file(&rt, "from host\n");
     let src = d.to_str().unwrap().to_string();
-    let mount = json!({"destination": "/mnt/data", "type": "bind", "source": src, "options": ["bind"]});
+    let mount =
+        json!({"destination": "/mnt/data", "type": "bind", "source": src, "options": ["bind"]});
     let r = rt.probe_args(&["read", "/mnt/data/hello"], |b| {
         b.push("/mounts", mount.clone());
     });
@@ -99,7 +108,10 @@ fn bind_mount_ro_nosuid_nodev_noexec() {
     });
     let m = mount_of(&r, "/mnt/ro");
     for o in ["ro", "nosuid", "nodev", "noexec"] {
-        assert!(m["options"].as_array().unwrap().iter().any(|x| x == o), "{o} missing: {m}");
+        assert!(
+            m["options"].as_array().unwrap().iter().any(|x| x == o),
+            "{o} missing: {m}"
+        );
     }
 }
 
@@ -124,13 +136,22 @@ fn rbind_includes_submounts_bind_does_not() {
     let d = host_dir_with_submount(&rt);
     let src = d.to_str().unwrap();
     let r = rt.probe_args(&["read", "/mnt/r/sub/inner"], |b| {
-        b.push("/mounts", json!({"destination": "/mnt/r", "type": "bind", "source": src, "options": ["rbind"]}));
+        b.push(
+            "/mounts",
+            json!({"destination": "/mnt/r", "type": "bind", "source": src, "options": ["rbind"]}),
+        );
     });
     assert_eq!(r["read"]["data"], "inner\n", "rbind lost the submount: {r}");
     let r = rt.probe_args(&["read", "/mnt/b/sub/inner"], |b| {
-        b.push("/mounts", json!({"destination": "/mnt/b", "type": "bind", "source": src, "options": ["bind"]}));
+        b.push(
+            "/mounts",
+            json!({"destination": "/mnt/b", "type": "bind", "source": src, "options": ["bind"]}),
+        );
     });
-    assert!(r["read"]["data"].is_null(), "plain bind carried the submount: {r}");
+    assert!(
+        r["read"]["data"].is_null(),
+        "plain bind carried the submount: {r}"
+    );
 }
 
 #[test]
@@ -176,7 +197,13 @@ fn propagation_options() {
     });
     let sh = mount_of(&r, "/mnt/shared");
     let pr = mount_of(&r, "/mnt/private");
-    let has = |m: &Value, p: &str| m["propagation"].as_array().unwrap().iter().any(|x| x.as_str().unwrap_or("").starts_with(p));
+    let has = |m: &Value, p: &str| {
+        m["propagation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_str().unwrap_or("").starts_with(p))
+    };
     assert!(has(sh, "shared:"), "{sh}");
     assert!(!has(pr, "shared:") && !has(pr, "master:"), "{pr}");
 }
@@ -210,8 +237,16 @@ fn symlink_destination_stays_in_rootfs() {
     assert_eq!(std::fs::read("/etc/hostname").ok(), host_before);
     assert!(Path::new("/etc/passwd").exists());
     let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let on_etc = |mi: &str| mi.lines().filter(|l| l.split(' ').nth(4) == Some("/etc")).count();
-    assert_eq!(on_etc(&after), on_etc(&host_mounts_before), "something was mounted on the host's /etc");
+    let on_etc = |mi: &str| {
+        mi.lines()
+            .filter(|l| l.split(' ').nth(4) == Some("/etc"))
+            .count()
+    };
+    assert_eq!(
+        on_etc(&after),
+        on_etc(&host_mounts_before),
+        "something was mounted on the host's /etc"
+    );
     // And the rootfs's own /etc files are still there on disk.
     assert!(b.rootfs().join("etc/passwd").exists());
 }
@@ -219,20 +254,43 @@ fn symlink_destination_stays_in_rootfs() {
 #[test]
 fn default_devices() {
     let rt = Runtime::new("devices");
-    let paths = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+    let paths = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+    ];
     let mut args = vec!["stat"];
     args.extend(paths);
-    args.extend(["/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/ptmx", "/dev/pts/ptmx"]);
+    args.extend([
+        "/dev/fd",
+        "/dev/stdin",
+        "/dev/stdout",
+        "/dev/stderr",
+        "/dev/ptmx",
+        "/dev/pts/ptmx",
+    ]);
     let r = rt.probe_args(&args, |_| {});
     let s = &r["stat"];
     let want = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
     for (p, (maj, min)) in paths.iter().zip(want) {
         assert_eq!(s[p]["type"], "char", "{p}: {}", s[p]);
-        assert_eq!((s[p]["major"].as_u64(), s[p]["minor"].as_u64()), (Some(maj), Some(min)), "{p}: {}", s[p]);
+        assert_eq!(
+            (s[p]["major"].as_u64(), s[p]["minor"].as_u64()),
+            (Some(maj), Some(min)),
+            "{p}: {}",
+            s[p]
+        );
         assert_eq!(s[p]["mode"], "0666", "{p}: {}", s[p]);
     }
-    let links =
-        [("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0"), ("/dev/stdout", "/proc/self/fd/1"), ("/dev/stderr", "/proc/self/fd/2")];
+    let links = [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ];
     for (p, t) in links {
         assert_eq!(s[p]["type"], "symlink", "{p}: {}", s[p]);
         assert_eq!(s[p]["target"], t, "{p}");
@@ -257,11 +315,21 @@ fn linux_devices_created() {
     });
     let d = &r["stat"]["/dev/mynull"];
     assert_eq!(d["type"], "char", "{d}");
-    assert_eq!((d["major"].as_u64(), d["minor"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(
+        (d["major"].as_u64(), d["minor"].as_u64()),
+        (Some(1), Some(3))
+    );
     assert_eq!(d["mode"], "0640");
-    assert_eq!((d["uid"].as_u64(), d["gid"].as_u64()), (Some(1000), Some(1000)));
+    assert_eq!(
+        (d["uid"].as_u64(), d["gid"].as_u64()),
+        (Some(1000), Some(1000))
+    );
     let z = &r["stat"]["/dev/sub/myzero"];
-    assert_eq!((z["major"].as_u64(), z["minor"].as_u64()), (Some(1), Some(5)), "{z}");
+    assert_eq!(
+        (z["major"].as_u64(), z["minor"].as_u64()),
+        (Some(1), Some(5)),
+        "{z}"
+    );
 }
 
 #[test]
@@ -313,14 +381,23 @@ fn sysctls() {
     let host_shm = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
     let r = rt.probe_args(&["sysctl", "net.ipv4.ip_forward", "kernel.shmmax"], |b| {
         let want_fwd = if host_fwd.trim() == "1" { "0" } else { "1" };
-        b.set("/linux/sysctl", json!({"net.ipv4.ip_forward": want_fwd, "kernel.shmmax": "123456789"}));
+        b.set(
+            "/linux/sysctl",
+            json!({"net.ipv4.ip_forward": want_fwd, "kernel.shmmax": "123456789"}),
+        );
     });
     let want_fwd = if host_fwd.trim() == "1" { "0" } else { "1" };
     assert_eq!(r["sysctl"]["net.ipv4.ip_forward"], want_fwd, "{r}");
     assert_eq!(r["sysctl"]["kernel.shmmax"], "123456789", "{r}");
     // The host's values are untouched (new net and ipc namespaces).
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_fwd);
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(), host_shm);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_fwd
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(),
+        host_shm
+    );
 }
 
 #[test]
@@ -329,21 +406,33 @@ fn sysctl_net_without_netns_fails() {
     let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let mut b = rt.bundle();
     b.without_namespace("network");
-    b.set("/linux/sysctl", json!({"net.ipv4.ip_forward": if host_fwd.trim() == "1" { "0" } else { "1" }}));
+    b.set(
+        "/linux/sysctl",
+        json!({"net.ipv4.ip_forward": if host_fwd.trim() == "1" { "0" } else { "1" }}),
+    );
     b.write();
     let id = rt.id();
     rt.run(&["run", "--bundle", b.path_str(), &id]).fails();
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_fwd, "host sysctl changed!");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_fwd,
+        "host sysctl changed!"
+    );
 }
 
 #[test]
 fn no_pivot() {
     let rt = Runtime::new("nopivot");
     let mut b = rt.bundle();
-    b.set("/process/args", json!(["/bin/berth-probe", "read", "/etc/marker"]));
+    b.set(
+        "/process/args",
+        json!(["/bin/berth-probe", "read", "/etc/marker"]),
+    );
     b.write();
     let id = rt.id();
-    let o = rt.run(&["run", "--no-pivot", "--bundle", b.path_str(), &id]).ok();
+    let o = rt
+        .run(&["run", "--no-pivot", "--bundle", b.path_str(), &id])
+        .ok();
     assert_eq!(o.json()["read"]["data"], "rootfs\n", "{o}");
 }
 
@@ -351,7 +440,14 @@ fn no_pivot() {
 fn no_mounts_leak_to_host() {
     let rt = Runtime::new("noleak");
     let mut b = rt.bundle();
-    b.push("/mounts", json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}));
+    b.push(
+        "/mounts",
+        json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}),
+    );
     let _ = rt.probe_in(&mut b, &[]);
-    assert!(host_mounts_under(b.path()).is_empty(), "mounts leaked: {:?}", host_mounts_under(b.path()));
+    assert!(
+        host_mounts_under(b.path()).is_empty(),
+        "mounts leaked: {:?}",
+        host_mounts_under(b.path())
+    );
 }

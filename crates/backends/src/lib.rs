@@ -1,1 +1,238 @@
-//! berth-backends
+//! The backend seam: which engine runs a container, and the lifecycle
+//! operations (create, start, state, kill, delete, run) every engine shares.
+//!
+//! A [`Backend`] is a small table of operations; `native` is berth's own
+//! Linux implementation, `crun` hands the same bundle to crun with crun's
+//! state kept inside berth's container directory. One backend knows nothing
+//! of another. The choice comes from the config.json annotation
+//! `run.berth.backend`, else `backend = "..."` in `/etc/berth/config.toml`,
+//! else `native`.
+
+mod crun;
+mod foreground;
+mod native;
+pub mod ops;
+
+use std::path::{Path, PathBuf};
+
+use berth_state::{Container, Record, Status};
+
+pub use ops::{CreateOptions, Runtime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    State(#[from] berth_state::StateError),
+    #[error(transparent)]
+    Bundle(#[from] berth_bundle::BundleError),
+    #[error(transparent)]
+    Linux(#[from] berth_linux::LinuxError),
+    #[error(transparent)]
+    Cgroup(#[from] berth_cgroups::CgroupError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    /// runc's wording, which clients match on.
+    #[error("container not running")]
+    NotRunning,
+    #[error("cannot start a container in the {0} state")]
+    CannotStart(Status),
+    #[error("cannot delete container {id} that is not stopped: {status}")]
+    NotStopped { id: String, status: Status },
+    #[error("{backend}: {op} failed: {detail}")]
+    Engine {
+        backend: &'static str,
+        op: &'static str,
+        detail: String,
+    },
+    #[error("{op} is not supported by the {backend} backend yet")]
+    Unsupported {
+        op: &'static str,
+        backend: &'static str,
+    },
+    #[error("{path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+    let what = what.into();
+    move |source| BackendError::Io { what, source }
+}
+
+/// What `create` needs besides the bundle.
+pub struct CreateRequest<'a> {
+    pub container: &'a Container,
+    pub bundle: &'a berth_bundle::Bundle,
+    pub opts: &'a CreateOptions,
+    /// Foreground `run`: keep the pty master instead of a console socket.
+    pub keep_console: bool,
+}
+
+pub struct Created {
+    pub pid: i32,
+    pub console_master: Option<std::os::fd::OwnedFd>,
+}
+
+/// One container engine. Operations other than the five of the OCI runtime
+/// spec have default implementations that say the backend lacks them.
+pub trait Backend {
+    fn name(&self) -> &'static str;
+
+    /// Create the container and leave it waiting for `start`. `rec` is saved
+    /// by the backend as soon as it knows something `delete` will need.
+    fn create(&self, req: &CreateRequest<'_>, rec: &mut Record) -> Result<Created>;
+
+    fn start(&self, c: &Container, rec: &Record) -> Result<()>;
+
+    fn status(&self, c: &Container, rec: &Record) -> Status;
+
+    fn kill(&self, c: &Container, rec: &Record, signal: i32, all: bool) -> Result<()>;
+
+    /// Stop what still runs (the caller has checked `force` against the
+    /// status) and release everything but the state directory.
+    fn destroy(&self, c: &Container, rec: &Record) -> Result<()>;
+
+    fn exec(&self, _c: &Container, _rec: &Record) -> Result<i32> {
+        Err(BackendError::Unsupported {
+            op: "exec",
+            backend: self.name(),
+        })
+    }
+    fn pause(&self, _c: &Container, _rec: &Record) -> Result<()> {
+        Err(BackendError::Unsupported {
+            op: "pause",
+            backend: self.name(),
+        })
+    }
+    fn resume(&self, _c: &Container, _rec: &Record) -> Result<()> {
+        Err(BackendError::Unsupported {
+            op: "resume",
+            backend: self.name(),
+        })
+    }
+    fn update(&self, _c: &Container, _rec: &Record, _resources: &serde_json::Value) -> Result<()> {
+        Err(BackendError::Unsupported {
+            op: "update",
+            backend: self.name(),
+        })
+    }
+    fn ps(&self, _c: &Container, _rec: &Record) -> Result<Vec<i32>> {
+        Err(BackendError::Unsupported {
+            op: "ps",
+            backend: self.name(),
+        })
+    }
+    fn events(&self, _c: &Container, _rec: &Record) -> Result<()> {
+        Err(BackendError::Unsupported {
+            op: "events",
+            backend: self.name(),
+        })
+    }
+}
+
+/// The backend called `name` (one of `berth_bundle::BACKENDS`).
+pub fn backend(name: &str) -> Result<Box<dyn Backend>> {
+    match name {
+        "native" => Ok(Box::new(native::Native)),
+        "crun" => Ok(Box::new(crun::Crun::locate()?)),
+        other => Err(BackendError::Invalid(format!(
+            "unknown backend {other:?}; known: {}",
+            berth_bundle::BACKENDS.join(", ")
+        ))),
+    }
+}
+
+/// The host-wide configuration file, `/etc/berth/config.toml` unless
+/// `BERTH_CONFIG` names another.
+pub fn config_path() -> PathBuf {
+    std::env::var_os("BERTH_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/berth/config.toml"))
+}
+
+/// Which backend runs this container.
+pub fn choose(spec: &oci_spec::runtime::Spec, config: &Path) -> Result<String> {
+    if let Some(name) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(berth_bundle::BACKEND_ANNOTATION))
+    {
+        return Ok(name.clone());
+    }
+    let text = match std::fs::read_to_string(config) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("native".into()),
+        Err(e) => return Err(io_err(format!("read {}", config.display()))(e)),
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| BackendError::Config {
+            path: config.to_path_buf(),
+            msg: e.message().to_string(),
+        })?;
+    match table.get("backend") {
+        None => Ok("native".into()),
+        Some(toml::Value::String(name)) if berth_bundle::BACKENDS.contains(&name.as_str()) => {
+            Ok(name.clone())
+        }
+        Some(v) => Err(BackendError::Config {
+            path: config.to_path_buf(),
+            msg: format!(
+                "backend = {v:?}: must be one of {}",
+                berth_bundle::BACKENDS
+                    .iter()
+                    .map(|b| format!("\"{b}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(annotation: Option<&str>) -> oci_spec::runtime::Spec {
+        let mut spec = oci_spec::runtime::Spec::default();
+        if let Some(a) = annotation {
+            spec.set_annotations(Some(
+                [(berth_bundle::BACKEND_ANNOTATION.to_string(), a.to_string())].into(),
+            ));
+        }
+        spec
+    }
+
+    #[test]
+    fn annotation_then_config_file_then_native() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        assert_eq!(choose(&spec_with(None), &cfg).unwrap(), "native");
+        std::fs::write(&cfg, "backend = \"crun\"\n").unwrap();
+        assert_eq!(choose(&spec_with(None), &cfg).unwrap(), "crun");
+        assert_eq!(choose(&spec_with(Some("native")), &cfg).unwrap(), "native");
+        std::fs::write(&cfg, "backend = \"lxd\"\n").unwrap();
+        let e = choose(&spec_with(None), &cfg).unwrap_err().to_string();
+        assert!(e.contains("must be one of \"native\", \"crun\""), "{e}");
+        std::fs::write(&cfg, "backend = \n").unwrap();
+        assert!(choose(&spec_with(None), &cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("config.toml"));
+    }
+
+    #[test]
+    fn unknown_backend_name_is_an_error() {
+        assert!(backend("lxd")
+            .unwrap_err()
+            .to_string()
+            .contains("known: native, crun"));
+        assert_eq!(backend("native").unwrap().name(), "native");
+    }
+}

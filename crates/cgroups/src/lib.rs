@@ -230,7 +230,13 @@ impl DeviceRule {
         if self.kind == 'a' {
             return format!("a *:* {}", self.access);
         }
-        format!("{} {}:{} {}", self.kind, n(self.major), n(self.minor), self.access)
+        format!(
+            "{} {}:{} {}",
+            self.kind,
+            n(self.major),
+            n(self.minor),
+            self.access
+        )
     }
 }
 
@@ -265,11 +271,14 @@ pub struct Cgroup {
 impl Cgroup {
     /// Create every directory (parents too). Joining an existing cgroup is fine.
     pub fn create(&self) -> Result<(), CgroupError> {
-        for path in self.paths.values() {
+        for (key, path) in &self.paths {
             fs::create_dir_all(path).map_err(|source| CgroupError::Create {
                 path: path.clone(),
                 source,
             })?;
+            if key.split(',').any(|c| c == "cpuset") {
+                inherit_cpuset(path)?;
+            }
         }
         Ok(())
     }
@@ -292,7 +301,11 @@ impl Cgroup {
             return Err(CgroupError::NoDevicesController);
         };
         for rule in rules {
-            let file = if rule.allow { "devices.allow" } else { "devices.deny" };
+            let file = if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
             write(&dir.join(file), &rule.line())?;
         }
         Ok(())
@@ -335,6 +348,28 @@ impl Cgroup {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// A v1 cpuset cgroup takes no tasks until it has cpus and mems: fill
+/// empty ones from the parent, top down (as runc does).
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    if !parent.join("cpuset.cpus").exists() {
+        return Ok(()); // above the hierarchy's root
+    }
+    inherit_cpuset(parent)?;
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let current = fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if current.trim().is_empty() {
+            let from = parent.join(file);
+            let value = fs::read_to_string(&from)
+                .map_err(|source| CgroupError::Read { path: from, source })?;
+            write(&dir.join(file), value.trim())?;
+        }
+    }
+    Ok(())
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -401,15 +436,30 @@ mod tests {
             list: parse(HYBRID, OWN),
         };
         let keys: Vec<_> = h.list.iter().map(|h| h.key.as_str()).collect();
-        assert_eq!(keys, ["cpu", "memory", "devices", "name=systemd", "unified"]);
+        assert_eq!(
+            keys,
+            ["cpu", "memory", "devices", "name=systemd", "unified"]
+        );
         assert!(!h.is_v2_only());
         assert!(h.has_v1("devices"));
         let cg = h.container(None, "c1").unwrap();
-        assert_eq!(cg.paths["memory"], PathBuf::from("/sys/fs/cgroup/memory/a/c1"));
-        assert_eq!(cg.paths["unified"], PathBuf::from("/sys/fs/cgroup/unified/u/c1"));
+        assert_eq!(
+            cg.paths["memory"],
+            PathBuf::from("/sys/fs/cgroup/memory/a/c1")
+        );
+        assert_eq!(
+            cg.paths["unified"],
+            PathBuf::from("/sys/fs/cgroup/unified/u/c1")
+        );
         let cg = h.container(Some("/x/y"), "c1").unwrap();
-        assert_eq!(cg.paths["memory"], PathBuf::from("/sys/fs/cgroup/memory/x/y"));
-        assert_eq!(cg.paths["name=systemd"], PathBuf::from("/sys/fs/cgroup/systemd/x/y"));
+        assert_eq!(
+            cg.paths["memory"],
+            PathBuf::from("/sys/fs/cgroup/memory/x/y")
+        );
+        assert_eq!(
+            cg.paths["name=systemd"],
+            PathBuf::from("/sys/fs/cgroup/systemd/x/y")
+        );
         assert!(matches!(
             h.container(Some("system.slice:berth:c1"), "c1"),
             Err(CgroupError::SystemdPath(_))

@@ -59,7 +59,12 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     match sync::recv(sync) {
         Ok(Some(Msg::Go)) => {}
         Ok(_) => sys::exit_now(1), // the parent failed and reports it
-        Err(e) => return Err(Failed { what: "sync with parent".into(), err: Some(e) }),
+        Err(e) => {
+            return Err(Failed {
+                what: "sync with parent".into(),
+                err: Some(e),
+            })
+        }
     }
     if plan.in_userns() {
         sys::setresgid(0).ctx(|| "become root in the user namespace (setresgid 0)".into())?;
@@ -67,7 +72,8 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     }
     sys::unshare(plan.unshare_flags).ctx(|| "create namespaces".into())?;
     if let Some(offsets) = &plan.time_offsets {
-        sys::write_file(c"/proc/self/timens_offsets", offsets).ctx(|| "linux.timeOffsets: write /proc/self/timens_offsets".into())?;
+        sys::write_file(c"/proc/self/timens_offsets", offsets)
+            .ctx(|| "linux.timeOffsets: write /proc/self/timens_offsets".into())?;
     }
     let pid = sys::fork().ctx(|| "fork container init".into())?;
     if pid == 0 {
@@ -111,14 +117,17 @@ enum Never {}
 fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     let sync = fds.sync.as_raw_fd();
     sys::umask(0);
-    if plan.unshare_flags & libc::CLONE_NEWNS != 0 || plan.joins.iter().any(|j| j.flag == libc::CLONE_NEWNS) {
+    if plan.unshare_flags & libc::CLONE_NEWNS != 0
+        || plan.joins.iter().any(|j| j.flag == libc::CLONE_NEWNS)
+    {
         rootfs::prepare(plan)?;
     }
     let root = rootfs::open_root(plan)?;
     rootfs::mount_all(plan, root.as_raw_fd())?;
     rootfs::setup_dev(plan, root.as_raw_fd())?;
     if let Some(v) = &plan.oom_score_adj {
-        sys::write_file(c"/proc/self/oom_score_adj", v).ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
+        sys::write_file(c"/proc/self/oom_score_adj", v)
+            .ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
     }
     if let Some(h) = &plan.hostname {
         sys::sethostname(h).ctx(|| "set hostname".into())?;
@@ -131,9 +140,11 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
         sync::send_small(sync, b'K').ctx(|| "sync with parent".into())?;
         match sync::recv(sync) {
             Ok(Some(Msg::Continue { creating, created })) => {
-                berth_hooks::run_all(&plan.create_container_hooks, &creating).map_err(|e| Failed {
-                    what: format!("createContainer {e}"),
-                    err: None,
+                berth_hooks::run_all(&plan.create_container_hooks, &creating).map_err(|e| {
+                    Failed {
+                        what: format!("createContainer {e}"),
+                        err: None,
+                    }
                 })?;
                 started_state = created;
             }
@@ -149,13 +160,17 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     if let Some(k) = &plan.keyring {
         match sys::join_session_keyring(k) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
-            other => other.ctx(|| "join a new session keyring (use --no-new-keyring to skip)".into())?,
+            other => {
+                other.ctx(|| "join a new session keyring (use --no-new-keyring to skip)".into())?
+            }
         }
     }
     for (res, soft, hard, name) in &plan.rlimits {
-        sys::setrlimit(*res, *soft, *hard).ctx(|| format!("process.rlimits: set {name} to {soft}/{hard}"))?;
+        sys::setrlimit(*res, *soft, *hard)
+            .ctx(|| format!("process.rlimits: set {name} to {soft}/{hard}"))?;
     }
-    sys::chdir(&plan.cwd).ctx(|| format!("process.cwd: chdir to {}", plan.cwd.to_string_lossy()))?;
+    sys::chdir(&plan.cwd)
+        .ctx(|| format!("process.cwd: chdir to {}", plan.cwd.to_string_lossy()))?;
     let exe = plan
         .exec_candidates
         .iter()
@@ -174,8 +189,18 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
         die(&f.to_string());
     }
     // The argv/envp pointer arrays point into the plan's C strings.
-    let argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-    let envp: Vec<*const libc::c_char> = plan.env.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let argv: Vec<*const libc::c_char> = plan
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = plan
+        .env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
     let err = sys::execve(exe, &argv, &envp);
     die(&format!("exec {:?}: {err}", plan.arg0))
 }
@@ -216,16 +241,31 @@ fn setup_console(fds: &ChildFds) -> Res<()> {
             err: None,
         });
     };
-    let (master, slave) = sys::open_pty(c"/dev/ptmx").ctx(|| "process.terminal: open /dev/ptmx".into())?;
+    let (master, slave) =
+        sys::open_pty(c"/dev/ptmx").ctx(|| "process.terminal: open /dev/ptmx".into())?;
     // /dev/console is the pty, as runc sets it up.
     let slave_at = sys::FdPath::new(slave.as_raw_fd());
-    if let Ok(fd) = sys::openat(libc::AT_FDCWD, c"/dev/console", libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW, 0o600) {
+    if let Ok(fd) = sys::openat(
+        libc::AT_FDCWD,
+        c"/dev/console",
+        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+        0o600,
+    ) {
         drop(fd);
-        sys::mount(Some(slave_at.as_cstr()), c"/dev/console", None, libc::MS_BIND, None).ctx(|| "bind the pty on /dev/console".into())?;
+        sys::mount(
+            Some(slave_at.as_cstr()),
+            c"/dev/console",
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .ctx(|| "bind the pty on /dev/console".into())?;
     }
-    sync::send_file(console.as_raw_fd(), master.as_raw_fd(), b"/dev/ptmx").ctx(|| "send the pty master to the console socket".into())?;
+    sync::send_file(console.as_raw_fd(), master.as_raw_fd(), b"/dev/ptmx")
+        .ctx(|| "send the pty master to the console socket".into())?;
     drop(master);
-    sys::make_controlling_tty(slave.as_raw_fd()).ctx(|| "make the pty the controlling terminal".into())
+    sys::make_controlling_tty(slave.as_raw_fd())
+        .ctx(|| "make the pty the controlling terminal".into())
 }
 
 /// Credentials, capabilities and descriptors, just before exec.
@@ -234,22 +274,34 @@ fn finalize(plan: &Plan) -> Res<()> {
     if let Some(caps) = &plan.caps {
         for cap in 0..=plan.last_cap {
             if caps.bounding & (1 << cap) == 0 {
-                sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0).ctx(|| format!("drop capability {cap} from the bounding set"))?;
+                sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0)
+                    .ctx(|| format!("drop capability {cap} from the bounding set"))?;
             }
         }
     }
     sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).ctx(|| "keep capabilities across setuid".into())?;
-    sys::setgroups(&plan.additional_gids).ctx(|| "process.user.additionalGids: setgroups".into())?;
+    sys::setgroups(&plan.additional_gids)
+        .ctx(|| "process.user.additionalGids: setgroups".into())?;
     sys::setresgid(plan.gid).ctx(|| format!("process.user.gid: setgid {}", plan.gid))?;
     sys::setresuid(plan.uid).ctx(|| format!("process.user.uid: setuid {}", plan.uid))?;
     sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).ctx(|| "reset keep-capabilities".into())?;
     if let Some(caps) = &plan.caps {
-        sys::capset(caps.effective, caps.permitted, caps.inheritable).ctx(|| "process.capabilities: capset".into())?;
-        sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0).ctx(|| "clear ambient capabilities".into())?;
+        sys::capset(caps.effective, caps.permitted, caps.inheritable)
+            .ctx(|| "process.capabilities: capset".into())?;
+        sys::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+        )
+        .ctx(|| "clear ambient capabilities".into())?;
         for cap in 0..=plan.last_cap {
             if caps.ambient & (1 << cap) != 0 {
-                sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong)
-                    .ctx(|| format!("process.capabilities.ambient: raise capability {cap}"))?;
+                sys::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                )
+                .ctx(|| format!("process.capabilities.ambient: raise capability {cap}"))?;
             }
         }
     }

@@ -94,31 +94,46 @@ pub trait HookState {
 
 /// Create the container and leave its init waiting for `start`.
 pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created, LinuxError> {
-    let plan = plan::Plan::build(req.id, req.spec, req.rootfs, req.bundle, req.cgroup, &req.opts)?;
+    let plan = plan::Plan::build(
+        req.id, req.spec, req.rootfs, req.bundle, req.cgroup, &req.opts,
+    )?;
     #[allow(deprecated)]
     let (prestart, create_runtime) = {
         let h = req.spec.hooks().clone().unwrap_or_default();
-        (h.prestart().clone().unwrap_or_default(), h.create_runtime().clone().unwrap_or_default())
+        (
+            h.prestart().clone().unwrap_or_default(),
+            h.create_runtime().clone().unwrap_or_default(),
+        )
     };
 
     make_fifo(req.state_dir)?;
-    let state_dir = sys::openat(libc::AT_FDCWD, &path_c(req.state_dir)?, libc::O_PATH | libc::O_DIRECTORY, 0)
-        .map_err(io_err(format!("open state directory {}", req.state_dir.display())))?;
+    let state_dir = sys::openat(
+        libc::AT_FDCWD,
+        &path_c(req.state_dir)?,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )
+    .map_err(io_err(format!(
+        "open state directory {}",
+        req.state_dir.display()
+    )))?;
     let (console_parent, console_child) = match (&req.console, plan.terminal) {
         (_, false) => (None, None),
         (Console::Socket(path), true) => {
-            let s = UnixStream::connect(path).map_err(io_err(format!("connect to console socket {}", path.display())))?;
+            let s = UnixStream::connect(path).map_err(io_err(format!(
+                "connect to console socket {}",
+                path.display()
+            )))?;
             (None, Some(OwnedFd::from(s)))
         }
         (Console::Keep, true) => {
             let (a, b) = UnixStream::pair().map_err(io_err("create console socket pair"))?;
             (Some(OwnedFd::from(a)), Some(OwnedFd::from(b)))
         }
-        (Console::None, true) => {
-            return Err(LinuxError::Plan(
-                "process.terminal: cannot allocate a terminal without --console-socket when detached".into(),
-            ))
-        }
+        (Console::None, true) => return Err(LinuxError::Plan(
+            "process.terminal: cannot allocate a terminal without --console-socket when detached"
+                .into(),
+        )),
     };
     let (parent_sync, child_sync) = sync::socketpair().map_err(io_err("create sync socket"))?;
     let mut close = req.close_in_child.clone();
@@ -147,7 +162,8 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         write_id_maps(stage1, &plan)?;
     }
     if let Some(cg) = req.cgroup {
-        cg.add(stage1).map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
+        cg.add(stage1)
+            .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
     }
     sync::send(&parent_sync, &sync::Msg::Go).map_err(io_err("sync with container"))?;
     let pid = match recv(sock)? {
@@ -162,11 +178,19 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         match recv(sock)? {
             sync::Msg::HookPoint => {
                 let creating = cb.hook_state(pid, "creating");
-                berth_hooks::run_all(&prestart, &creating).map_err(|source| LinuxError::Hook { stage: "prestart", source })?;
-                berth_hooks::run_all(&create_runtime, &creating)
-                    .map_err(|source| LinuxError::Hook { stage: "createRuntime", source })?;
+                berth_hooks::run_all(&prestart, &creating).map_err(|source| LinuxError::Hook {
+                    stage: "prestart",
+                    source,
+                })?;
+                berth_hooks::run_all(&create_runtime, &creating).map_err(|source| {
+                    LinuxError::Hook {
+                        stage: "createRuntime",
+                        source,
+                    }
+                })?;
                 let created = cb.hook_state(pid, "created");
-                sync::send(&parent_sync, &sync::Msg::Continue { creating, created }).map_err(io_err("sync with container"))?;
+                sync::send(&parent_sync, &sync::Msg::Continue { creating, created })
+                    .map_err(io_err("sync with container"))?;
             }
             sync::Msg::Ready => break,
             other => return Err(unexpected(other)),
@@ -177,7 +201,10 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         None => None,
     };
     guard.disarm();
-    Ok(Created { pid, console_master })
+    Ok(Created {
+        pid,
+        console_master,
+    })
 }
 
 fn recv(sock: RawFd) -> Result<sync::Msg, LinuxError> {
@@ -226,7 +253,10 @@ impl Drop for ChildGuard {
             // SAFETY: kill(2) of the init we forked; it may already be gone.
             unsafe { libc::kill(self.init, libc::SIGKILL) };
             if let Ok(fd) = berth_state::pidfd_open(self.init) {
-                let _ = berth_state::wait_exit(std::os::fd::AsFd::as_fd(&fd), Some(Duration::from_secs(5)));
+                let _ = berth_state::wait_exit(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    Some(Duration::from_secs(5)),
+                );
             }
         }
         if self.stage1 > 0 {
@@ -238,13 +268,18 @@ impl Drop for ChildGuard {
 }
 
 fn path_c(p: &Path) -> Result<CString, LinuxError> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| LinuxError::Plan(format!("{}: contains a NUL byte", p.display())))
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| LinuxError::Plan(format!("{}: contains a NUL byte", p.display())))
 }
 
 fn make_fifo(state_dir: &Path) -> Result<(), LinuxError> {
     let path = state_dir.join(EXEC_FIFO);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622))
-        .map_err(|e| LinuxError::Io { what: format!("create exec fifo {}", path.display()), source: e.into() })?;
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| {
+        LinuxError::Io {
+            what: format!("create exec fifo {}", path.display()),
+            source: e.into(),
+        }
+    })?;
     // Any user the container runs as may open it for writing.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
         .map_err(io_err(format!("chmod {}", path.display())))
@@ -279,8 +314,16 @@ pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
     let pidfd = berth_state::pidfd_open(pid).map_err(|_| LinuxError::ExitedBeforeStart)?;
     loop {
         let mut fds = [
-            libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: fifo.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: fds is a valid array of two pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };

@@ -39,11 +39,16 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 #[derive(Debug)]
 pub enum MountKind {
-    Bind { recursive: bool },
+    Bind {
+        recursive: bool,
+    },
     Fs,
     /// A `cgroup` mount: the container's own cgroup directories, bound
     /// under a tmpfs on v1/hybrid hosts, or bound directly on v2-only hosts.
-    Cgroup { parts: Vec<(CString, CString)>, v2_only: bool },
+    Cgroup {
+        parts: Vec<(CString, CString)>,
+        v2_only: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -212,8 +217,9 @@ impl Plan {
             has.insert(ns.typ(), ns.path().is_none());
             match ns.path() {
                 Some(path) => {
-                    let fd = std::fs::File::open(path)
-                        .map_err(|e| LinuxError::Plan(format!("open namespace {}: {e}", path.display())))?;
+                    let fd = std::fs::File::open(path).map_err(|e| {
+                        LinuxError::Plan(format!("open namespace {}: {e}", path.display()))
+                    })?;
                     joins.push(Join {
                         fd: fd.into(),
                         flag,
@@ -239,14 +245,25 @@ impl Plan {
                 .collect::<String>()
                 .into_bytes()
         };
-        let time_offsets = linux.time_offsets().as_ref().filter(|t| !t.is_empty()).map(|t| {
-            let mut keys: Vec<_> = t.keys().collect();
-            keys.sort();
-            keys.iter()
-                .map(|k| format!("{} {} {}\n", k, t[*k].secs().unwrap_or(0), t[*k].nanosecs().unwrap_or(0)))
-                .collect::<String>()
-                .into_bytes()
-        });
+        let time_offsets = linux
+            .time_offsets()
+            .as_ref()
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                let mut keys: Vec<_> = t.keys().collect();
+                keys.sort();
+                keys.iter()
+                    .map(|k| {
+                        format!(
+                            "{} {} {}\n",
+                            k,
+                            t[*k].secs().unwrap_or(0),
+                            t[*k].nanosecs().unwrap_or(0)
+                        )
+                    })
+                    .collect::<String>()
+                    .into_bytes()
+            });
 
         let root = spec.root().as_ref();
         let mut rootfs_ancestors = Vec::new();
@@ -330,7 +347,10 @@ impl Plan {
             .collect::<Result<Vec<_>, LinuxError>>()?;
 
         let paths = |v: &Option<Vec<String>>, what: &str| {
-            v.iter().flatten().map(|p| cstr(p.as_str(), what)).collect::<Result<Vec<_>, _>>()
+            v.iter()
+                .flatten()
+                .map(|p| cstr(p.as_str(), what))
+                .collect::<Result<Vec<_>, _>>()
         };
 
         let user = process.user();
@@ -393,8 +413,9 @@ impl Plan {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
-                let res = rlimit_resource(&name)
-                    .ok_or_else(|| LinuxError::Plan(format!("process.rlimits: unknown type {name}")))?;
+                let res = rlimit_resource(&name).ok_or_else(|| {
+                    LinuxError::Plan(format!("process.rlimits: unknown type {name}"))
+                })?;
                 Ok((res, r.soft(), r.hard(), name))
             })
             .collect::<Result<Vec<_>, LinuxError>>()?;
@@ -406,13 +427,20 @@ impl Plan {
         let hook_sync = !create_container_hooks.is_empty()
             || !start_container_hooks.is_empty()
             || hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
-            || hooks.create_runtime().as_ref().is_some_and(|h| !h.is_empty());
+            || hooks
+                .create_runtime()
+                .as_ref()
+                .is_some_and(|h| !h.is_empty());
 
         let root_propagation = match linux.rootfs_propagation().as_deref() {
             None | Some("") => libc::MS_SLAVE | libc::MS_REC,
             Some(p) => match mount_option(p) {
                 Some(MountOpt::Propagation(f)) => *f as libc::c_ulong,
-                _ => return Err(LinuxError::Plan(format!("linux.rootfsPropagation: unknown mode {p:?}"))),
+                _ => {
+                    return Err(LinuxError::Plan(format!(
+                        "linux.rootfsPropagation: unknown mode {p:?}"
+                    )))
+                }
             },
         };
 
@@ -533,12 +561,21 @@ fn home_dir(rootfs: &Path, uid: u32) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-fn mount_step(m: &oci_spec::runtime::Mount, bundle_dir: &Path, cgroup: Option<&Cgroup>) -> Result<MountStep, LinuxError> {
+fn mount_step(
+    m: &oci_spec::runtime::Mount,
+    bundle_dir: &Path,
+    cgroup: Option<&Cgroup>,
+) -> Result<MountStep, LinuxError> {
     let display = m.destination().display().to_string();
     let dest = relative_in_root(&display);
     let opts = berth_bundle::mount_options(m.options().as_deref().unwrap_or(&[]));
-    let (flags, tmpcopyup) = ((opts.flags as libc::c_ulong) & !(libc::MS_BIND | libc::MS_REC), opts.tmpcopyup);
-    let mut bind = opts.bind.then_some(opts.flags as libc::c_ulong & libc::MS_REC != 0);
+    let (flags, tmpcopyup) = (
+        (opts.flags as libc::c_ulong) & !(libc::MS_BIND | libc::MS_REC),
+        opts.tmpcopyup,
+    );
+    let mut bind = opts
+        .bind
+        .then_some(opts.flags as libc::c_ulong & libc::MS_REC != 0);
     let typ = m.typ().clone().unwrap_or_default();
     if typ == "bind" && bind.is_none() {
         bind = Some(false);
@@ -551,18 +588,28 @@ fn mount_step(m: &oci_spec::runtime::Mount, bundle_dir: &Path, cgroup: Option<&C
             s.clone()
         }
     });
-    let dest_is_file = bind.is_some() && source.as_ref().is_some_and(|s| s.metadata().is_ok_and(|md| !md.is_dir()));
+    let dest_is_file = bind.is_some()
+        && source
+            .as_ref()
+            .is_some_and(|s| s.metadata().is_ok_and(|md| !md.is_dir()));
     let kind = match (bind, typ.as_str()) {
         (Some(recursive), _) => MountKind::Bind { recursive },
         (None, "cgroup") | (None, "cgroup2") => {
-            let cg = cgroup.ok_or_else(|| LinuxError::Plan(format!("mount {display}: a cgroup mount needs the container's cgroup")))?;
+            let cg = cgroup.ok_or_else(|| {
+                LinuxError::Plan(format!(
+                    "mount {display}: a cgroup mount needs the container's cgroup"
+                ))
+            })?;
             let v2_only = cg.paths.keys().all(|k| k == berth_cgroups::UNIFIED);
             let parts = cg
                 .paths
                 .iter()
                 .map(|(k, p)| {
                     let name = k.strip_prefix("name=").unwrap_or(k);
-                    Ok((cstr(name, "cgroup")?, cstr(p.as_os_str().as_encoded_bytes(), "cgroup")?))
+                    Ok((
+                        cstr(name, "cgroup")?,
+                        cstr(p.as_os_str().as_encoded_bytes(), "cgroup")?,
+                    ))
                 })
                 .collect::<Result<Vec<_>, LinuxError>>()?;
             MountKind::Cgroup { parts, v2_only }
@@ -575,13 +622,25 @@ fn mount_step(m: &oci_spec::runtime::Mount, bundle_dir: &Path, cgroup: Option<&C
         source: source
             .map(|s| cstr(s.as_os_str().as_encoded_bytes(), "mounts.source"))
             .transpose()?,
-        fstype: if typ.is_empty() { None } else { Some(cstr(typ, "mounts.type")?) },
+        fstype: if typ.is_empty() {
+            None
+        } else {
+            Some(cstr(typ, "mounts.type")?)
+        },
         kind,
         flags,
-        propagation: opts.propagation.iter().map(|&p| p as libc::c_ulong).collect(),
+        propagation: opts
+            .propagation
+            .iter()
+            .map(|&p| p as libc::c_ulong)
+            .collect(),
         attr_set: opts.attr_set,
         attr_clr: opts.attr_clr,
-        data: if opts.data.is_empty() { None } else { Some(cstr(opts.data, "mounts.options")?) },
+        data: if opts.data.is_empty() {
+            None
+        } else {
+            Some(cstr(opts.data, "mounts.options")?)
+        },
         dest_is_file,
         tmpcopyup,
     })
@@ -619,7 +678,9 @@ mod tests {
 
     #[test]
     fn relative_bind_source_is_bundle_relative() {
-        let s = mount(serde_json::json!({"destination": "/x", "source": "data", "options": ["rbind", "ro"]}));
+        let s = mount(
+            serde_json::json!({"destination": "/x", "source": "data", "options": ["rbind", "ro"]}),
+        );
         assert_eq!(s.source.as_deref(), Some(c"/bundle/data"));
         assert!(matches!(s.kind, MountKind::Bind { recursive: true }));
         assert_eq!(s.flags, libc::MS_RDONLY);

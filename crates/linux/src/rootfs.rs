@@ -35,7 +35,10 @@ pub trait Context<T> {
 
 impl<T> Context<T> for io::Result<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Res<T> {
-        self.map_err(|err| Failed { what: what(), err: Some(err) })
+        self.map_err(|err| Failed {
+            what: what(),
+            err: Some(err),
+        })
     }
 }
 
@@ -105,7 +108,12 @@ fn open_dest(root: RawFd, rel: &[u8], is_file: bool) -> io::Result<OwnedFd> {
     let (parent, name) = split(rel);
     let parent_fd = mkdir_beneath(root, if parent.is_empty() { b"." } else { parent })?;
     let name = StackPath::new(name)?;
-    match sys::openat(parent_fd.as_raw_fd(), name.as_cstr(), libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW, 0o644) {
+    match sys::openat(
+        parent_fd.as_raw_fd(),
+        name.as_cstr(),
+        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+        0o644,
+    ) {
         Ok(_) => {}
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(e),
@@ -115,7 +123,8 @@ fn open_dest(root: RawFd, rel: &[u8], is_file: bool) -> io::Result<OwnedFd> {
 
 /// Set the propagation of "/" and make the rootfs a mount point of its own.
 pub fn prepare(plan: &Plan) -> Res<()> {
-    sys::mount(None, c"/", None, plan.root_propagation, None).ctx(|| "set propagation of / (linux.rootfsPropagation)".into())?;
+    sys::mount(None, c"/", None, plan.root_propagation, None)
+        .ctx(|| "set propagation of / (linux.rootfsPropagation)".into())?;
     if plan.root_propagation & libc::MS_SHARED != 0 {
         // pivot_root refuses a new root whose parent mount is shared.
         if let Some(parent) = plan.rootfs_ancestors.iter().find(|a| is_mount_root(a)) {
@@ -123,8 +132,14 @@ pub fn prepare(plan: &Plan) -> Res<()> {
                 .ctx(|| format!("make {} private for pivot_root", parent.to_string_lossy()))?;
         }
     }
-    sys::mount(Some(&plan.rootfs), &plan.rootfs, None, libc::MS_BIND | libc::MS_REC, None)
-        .ctx(|| format!("bind mount rootfs {}", plan.rootfs.to_string_lossy()))
+    sys::mount(
+        Some(&plan.rootfs),
+        &plan.rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .ctx(|| format!("bind mount rootfs {}", plan.rootfs.to_string_lossy()))
 }
 
 fn is_mount_root(path: &CStr) -> bool {
@@ -136,8 +151,13 @@ fn is_mount_root(path: &CStr) -> bool {
 }
 
 pub fn open_root(plan: &Plan) -> Res<OwnedFd> {
-    sys::openat(libc::AT_FDCWD, &plan.rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
-        .ctx(|| format!("open rootfs {}", plan.rootfs.to_string_lossy()))
+    sys::openat(
+        libc::AT_FDCWD,
+        &plan.rootfs,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )
+    .ctx(|| format!("open rootfs {}", plan.rootfs.to_string_lossy()))
 }
 
 pub fn mount_all(plan: &Plan, root: RawFd) -> Res<()> {
@@ -159,7 +179,8 @@ fn source_name(m: &MountStep) -> String {
 }
 
 fn mount_one(m: &MountStep, root: RawFd) -> Res<()> {
-    let target = open_dest(root, m.dest.as_bytes(), m.dest_is_file).ctx(|| "resolve destination in rootfs".into())?;
+    let target = open_dest(root, m.dest.as_bytes(), m.dest_is_file)
+        .ctx(|| "resolve destination in rootfs".into())?;
     let old_dir = if m.tmpcopyup {
         Some(
             open_beneath(root, m.dest.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)
@@ -173,29 +194,41 @@ fn mount_one(m: &MountStep, root: RawFd) -> Res<()> {
         MountKind::Bind { recursive } => {
             let src = m.source.as_deref().unwrap_or(c"");
             let rec = if *recursive { libc::MS_REC } else { 0 };
-            sys::mount(Some(src), at.as_cstr(), None, libc::MS_BIND | rec, None).ctx(|| "bind".into())?;
+            sys::mount(Some(src), at.as_cstr(), None, libc::MS_BIND | rec, None)
+                .ctx(|| "bind".into())?;
             if m.flags != 0 {
-                let mounted = open_beneath(root, m.dest.as_bytes(), libc::O_PATH).ctx(|| "reopen".into())?;
+                let mounted =
+                    open_beneath(root, m.dest.as_bytes(), libc::O_PATH).ctx(|| "reopen".into())?;
                 remount_bind(&FdPath::new(mounted.as_raw_fd()), m.flags)?;
             }
         }
         MountKind::Fs => {
-            sys::mount(m.source.as_deref(), at.as_cstr(), m.fstype.as_deref(), m.flags, m.data.as_deref())
-                .ctx(|| "mount".into())?;
+            sys::mount(
+                m.source.as_deref(),
+                at.as_cstr(),
+                m.fstype.as_deref(),
+                m.flags,
+                m.data.as_deref(),
+            )
+            .ctx(|| "mount".into())?;
         }
-        MountKind::Cgroup { parts, v2_only } => mount_cgroup(m, root, parts, *v2_only, at.as_cstr())?,
+        MountKind::Cgroup { parts, v2_only } => {
+            mount_cgroup(m, root, parts, *v2_only, at.as_cstr())?
+        }
     }
     let mounted = open_beneath(root, m.dest.as_bytes(), libc::O_PATH).ctx(|| "reopen".into())?;
     let mounted_at = FdPath::new(mounted.as_raw_fd());
     if let Some(old) = old_dir {
-        let new = open_beneath(root, m.dest.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY).ctx(|| "reopen".into())?;
+        let new = open_beneath(root, m.dest.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY)
+            .ctx(|| "reopen".into())?;
         copy_tree(old.as_raw_fd(), new.as_raw_fd()).ctx(|| "tmpcopyup".into())?;
     }
     for &p in &m.propagation {
         sys::mount(None, mounted_at.as_cstr(), None, p, None).ctx(|| "set propagation".into())?;
     }
     if m.attr_set != 0 || m.attr_clr != 0 {
-        sys::mount_setattr_recursive(mounted.as_raw_fd(), m.attr_set, m.attr_clr).ctx(|| "mount_setattr (recursive options)".into())?;
+        sys::mount_setattr_recursive(mounted.as_raw_fd(), m.attr_set, m.attr_clr)
+            .ctx(|| "mount_setattr (recursive options)".into())?;
     }
     Ok(())
 }
@@ -207,34 +240,78 @@ fn remount_bind(at: &FdPath, flags: libc::c_ulong) -> Res<()> {
     match sys::mount(None, at.as_cstr(), None, base | flags, None) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
             let locked = sys::mount_flags(at.as_cstr()).ctx(|| "statvfs".into())?;
-            sys::mount(None, at.as_cstr(), None, base | flags | locked, None).ctx(|| "remount".into())
+            sys::mount(None, at.as_cstr(), None, base | flags | locked, None)
+                .ctx(|| "remount".into())
         }
         other => other.ctx(|| "remount".into()),
     }
 }
 
-fn mount_cgroup(m: &MountStep, root: RawFd, parts: &[(std::ffi::CString, std::ffi::CString)], v2_only: bool, at: &CStr) -> Res<()> {
-    let bind_ro = |src: &CStr, dest: &CStr| -> Res<()> {
-        sys::mount(Some(src), dest, None, libc::MS_BIND | libc::MS_REC, None).ctx(|| format!("bind {}", src.to_string_lossy()))?;
-        let fl = m.flags & !libc::MS_RDONLY | (m.flags & libc::MS_RDONLY);
-        if fl != 0 {
-            remount_bind(&FdPath::new(open_path(dest)?.as_raw_fd()), fl)?;
+fn mount_cgroup(
+    m: &MountStep,
+    root: RawFd,
+    parts: &[(std::ffi::CString, std::ffi::CString)],
+    v2_only: bool,
+    at: &CStr,
+) -> Res<()> {
+    // Bind `src` on the directory `name` beneath `dir`, then apply the flags
+    // on the new mount (reopened by name, so it is the mount, not the dir under it).
+    let bind = |src: &CStr, dir: RawFd, name: &CStr| -> Res<()> {
+        let target = sys::openat(
+            dir,
+            name,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .ctx(|| format!("open {}", name.to_string_lossy()))?;
+        sys::mount(
+            Some(src),
+            FdPath::new(target.as_raw_fd()).as_cstr(),
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .ctx(|| format!("bind {}", src.to_string_lossy()))?;
+        if m.flags != 0 {
+            let mounted = sys::openat(
+                dir,
+                name,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .ctx(|| "reopen".into())?;
+            remount_bind(&FdPath::new(mounted.as_raw_fd()), m.flags)?;
         }
         Ok(())
     };
     if v2_only {
-        if let Some((_, host)) = parts.first() {
-            return bind_ro(host, at);
-        }
-        return Ok(());
+        let Some((_, host)) = parts.first() else {
+            return Ok(());
+        };
+        let (parent, name) = split(m.dest.as_bytes());
+        let dir = open_beneath(
+            root,
+            if parent.is_empty() { b"." } else { parent },
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .ctx(|| "open parent".into())?;
+        let name = StackPath::new(name).ctx(|| "name".into())?;
+        return bind(host, dir.as_raw_fd(), name.as_cstr());
     }
-    sys::mount(Some(c"tmpfs"), at, Some(c"tmpfs"), m.flags & !libc::MS_RDONLY, Some(c"mode=755")).ctx(|| "tmpfs".into())?;
-    let base = open_beneath(root, m.dest.as_bytes(), libc::O_PATH | libc::O_DIRECTORY).ctx(|| "reopen".into())?;
+    sys::mount(
+        Some(c"tmpfs"),
+        at,
+        Some(c"tmpfs"),
+        m.flags & !libc::MS_RDONLY,
+        Some(c"mode=755"),
+    )
+    .ctx(|| "tmpfs".into())?;
+    let base = open_beneath(root, m.dest.as_bytes(), libc::O_PATH | libc::O_DIRECTORY)
+        .ctx(|| "reopen".into())?;
     for (name, host) in parts {
-        sys::mkdirat(base.as_raw_fd(), name, 0o755).ctx(|| format!("mkdir {}", name.to_string_lossy()))?;
-        let dir = sys::openat(base.as_raw_fd(), name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-            .ctx(|| format!("open {}", name.to_string_lossy()))?;
-        bind_ro(host, FdPath::new(dir.as_raw_fd()).as_cstr())?;
+        sys::mkdirat(base.as_raw_fd(), name, 0o755)
+            .ctx(|| format!("mkdir {}", name.to_string_lossy()))?;
+        bind(host, base.as_raw_fd(), name)?;
         // Co-mounted controllers ("cpu,cpuacct") get a link per controller.
         let bytes = name.as_bytes();
         if bytes.contains(&b',') {
@@ -246,8 +323,14 @@ fn mount_cgroup(m: &MountStep, root: RawFd, parts: &[(std::ffi::CString, std::ff
     }
     if m.flags & libc::MS_RDONLY != 0 {
         let fd = FdPath::new(base.as_raw_fd());
-        sys::mount(None, fd.as_cstr(), None, libc::MS_REMOUNT | libc::MS_RDONLY | (m.flags & !libc::MS_RDONLY), Some(c"mode=755"))
-            .ctx(|| "remount cgroup tmpfs read-only".into())?;
+        sys::mount(
+            None,
+            fd.as_cstr(),
+            None,
+            libc::MS_REMOUNT | m.flags,
+            Some(c"mode=755"),
+        )
+        .ctx(|| "remount cgroup tmpfs read-only".into())?;
     }
     Ok(())
 }
@@ -270,13 +353,28 @@ fn copy_tree(from: RawFd, to: RawFd) -> io::Result<()> {
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
                 sys::mkdirat(to, name, st.st_mode & 0o7777)?;
-                let f = sys::openat(from, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
-                let t = sys::openat(to, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                let f = sys::openat(
+                    from,
+                    name,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
+                let t = sys::openat(
+                    to,
+                    name,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
                 copy_tree(f.as_raw_fd(), t.as_raw_fd())?;
             }
             libc::S_IFREG => {
                 let f = sys::openat(from, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
-                let t = sys::openat(to, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, st.st_mode & 0o7777)?;
+                let t = sys::openat(
+                    to,
+                    name,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    st.st_mode & 0o7777,
+                )?;
                 let mut src = std::fs::File::from(f);
                 let mut dst = std::fs::File::from(t);
                 io::copy(&mut src, &mut dst)?;
@@ -284,7 +382,14 @@ fn copy_tree(from: RawFd, to: RawFd) -> io::Result<()> {
             libc::S_IFLNK => {
                 let mut buf = [0u8; 4097];
                 // SAFETY: buf has room for the link target plus NUL.
-                let n = unsafe { libc::readlinkat(from, name.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, 4096) };
+                let n = unsafe {
+                    libc::readlinkat(
+                        from,
+                        name.as_ptr(),
+                        buf.as_mut_ptr() as *mut libc::c_char,
+                        4096,
+                    )
+                };
                 if n < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -306,24 +411,44 @@ pub fn setup_dev(plan: &Plan, root: RawFd) -> Res<()> {
     let userns = plan.in_userns();
     for d in &plan.devices {
         let (parent, name) = split(d.path.as_bytes());
-        let dir = mkdir_beneath(root, if parent.is_empty() { b"." } else { parent }).ctx(|| format!("create parent of device {}", d.display))?;
+        let dir = mkdir_beneath(root, if parent.is_empty() { b"." } else { parent })
+            .ctx(|| format!("create parent of device {}", d.display))?;
         let name = StackPath::new(name).ctx(|| d.display.clone())?;
         let name = name.as_cstr();
         match sys::unlinkat(dir.as_raw_fd(), name) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(Failed { what: format!("replace device {}", d.display), err: Some(e) }),
+            Err(e) => {
+                return Err(Failed {
+                    what: format!("replace device {}", d.display),
+                    err: Some(e),
+                })
+            }
         }
         if userns {
             // mknod is not allowed in a user namespace: bind the host's node.
-            sys::openat(dir.as_raw_fd(), name, libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW, 0o644)
-                .ctx(|| format!("create device placeholder {}", d.display))?;
-            let node = sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).ctx(|| d.display.clone())?;
-            sys::mount(Some(&d.host), FdPath::new(node.as_raw_fd()).as_cstr(), None, libc::MS_BIND, None)
-                .ctx(|| format!("bind device {} from the host", d.display))?;
+            sys::openat(
+                dir.as_raw_fd(),
+                name,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+                0o644,
+            )
+            .ctx(|| format!("create device placeholder {}", d.display))?;
+            let node = sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                .ctx(|| d.display.clone())?;
+            sys::mount(
+                Some(&d.host),
+                FdPath::new(node.as_raw_fd()).as_cstr(),
+                None,
+                libc::MS_BIND,
+                None,
+            )
+            .ctx(|| format!("bind device {} from the host", d.display))?;
         } else {
-            sys::mknodat(dir.as_raw_fd(), name, d.mode, d.dev).ctx(|| format!("mknod device {}", d.display))?;
-            sys::fchownat(dir.as_raw_fd(), name, d.uid, d.gid).ctx(|| format!("chown device {}", d.display))?;
+            sys::mknodat(dir.as_raw_fd(), name, d.mode, d.dev)
+                .ctx(|| format!("mknod device {}", d.display))?;
+            sys::fchownat(dir.as_raw_fd(), name, d.uid, d.gid)
+                .ctx(|| format!("chown device {}", d.display))?;
         }
     }
     if plan.dev_setup {
@@ -332,7 +457,12 @@ pub fn setup_dev(plan: &Plan, root: RawFd) -> Res<()> {
             match sys::symlinkat(target, dev.as_raw_fd(), name) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(Failed { what: format!("symlink /dev/{}", name.to_string_lossy()), err: Some(e) }),
+                Err(e) => {
+                    return Err(Failed {
+                        what: format!("symlink /dev/{}", name.to_string_lossy()),
+                        err: Some(e),
+                    })
+                }
             }
         }
         // /dev/ptmx is the container's own devpts multiplexer.
@@ -347,15 +477,18 @@ pub fn setup_dev(plan: &Plan, root: RawFd) -> Res<()> {
 pub fn enter(plan: &Plan, root: &OwnedFd) -> Res<()> {
     if plan.no_pivot {
         sys::fchdir(root.as_raw_fd()).ctx(|| "chdir to rootfs".into())?;
-        sys::mount(Some(&plan.rootfs), c"/", None, libc::MS_MOVE, None).ctx(|| "move rootfs to / (--no-pivot)".into())?;
+        sys::mount(Some(&plan.rootfs), c"/", None, libc::MS_MOVE, None)
+            .ctx(|| "move rootfs to / (--no-pivot)".into())?;
         sys::chroot(c".").ctx(|| "chroot (--no-pivot)".into())?;
     } else {
-        let old = sys::openat(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0).ctx(|| "open /".into())?;
+        let old = sys::openat(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0)
+            .ctx(|| "open /".into())?;
         sys::fchdir(root.as_raw_fd()).ctx(|| "chdir to rootfs".into())?;
         sys::pivot_root(c".", c".").ctx(|| "pivot_root".into())?;
         sys::fchdir(old.as_raw_fd()).ctx(|| "chdir to old root".into())?;
         // Keep the unmount of the old root from propagating to the host.
-        sys::mount(None, c".", None, libc::MS_SLAVE | libc::MS_REC, None).ctx(|| "make old root rslave".into())?;
+        sys::mount(None, c".", None, libc::MS_SLAVE | libc::MS_REC, None)
+            .ctx(|| "make old root rslave".into())?;
         sys::umount_detach(c".").ctx(|| "detach old root".into())?;
     }
     sys::chdir(c"/").ctx(|| "chdir /".into())
@@ -364,7 +497,8 @@ pub fn enter(plan: &Plan, root: &OwnedFd) -> Res<()> {
 /// After pivot: sysctls, masked and read-only paths, read-only root.
 pub fn finish(plan: &Plan) -> Res<()> {
     for s in &plan.sysctls {
-        sys::write_file(&s.path, &s.value).ctx(|| format!("linux.sysctl {}: write {}", s.key, s.path.to_string_lossy()))?;
+        sys::write_file(&s.path, &s.value)
+            .ctx(|| format!("linux.sysctl {}: write {}", s.key, s.path.to_string_lossy()))?;
     }
     for p in &plan.masked {
         mask(p).ctx(|| format!("linux.maskedPaths: mask {}", p.to_string_lossy()))?;
@@ -376,9 +510,11 @@ pub fn finish(plan: &Plan) -> Res<()> {
         })?;
     }
     if plan.readonly_root {
-        remount_bind(&FdPath::new(open_path(c"/")?.as_raw_fd()), libc::MS_RDONLY).map_err(|f| Failed {
-            what: format!("root.readonly: remount / read-only ({})", f.what),
-            err: f.err,
+        remount_bind(&FdPath::new(open_path(c"/")?.as_raw_fd()), libc::MS_RDONLY).map_err(|f| {
+            Failed {
+                what: format!("root.readonly: remount / read-only ({})", f.what),
+                err: f.err,
+            }
         })?;
     }
     Ok(())

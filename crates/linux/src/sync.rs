@@ -109,7 +109,14 @@ pub fn send_fd(fd: RawFd, msg: &Msg) -> io::Result<()> {
 fn send_raw(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     loop {
         // SAFETY: buf is a valid slice; MSG_NOSIGNAL avoids SIGPIPE.
-        let n = unsafe { libc::send(fd, buf.as_ptr() as *const libc::c_void, buf.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         if n >= 0 {
             return Ok(());
         }
@@ -187,7 +194,10 @@ pub fn recv_file(sock: RawFd) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "no descriptor in message"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no descriptor in message",
+    ))
 }
 
 #[cfg(test)]

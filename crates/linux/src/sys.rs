@@ -33,7 +33,13 @@ pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// openat2(2): open `path` beneath `dirfd` with `resolve` restrictions.
-pub fn openat2(dirfd: RawFd, path: &CStr, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
+pub fn openat2(
+    dirfd: RawFd,
+    path: &CStr,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
         mode: mode as u64,
@@ -55,7 +61,12 @@ pub fn openat2(dirfd: RawFd, path: &CStr, flags: i32, mode: u32, resolve: u64) -
                 // SAFETY: the kernel returned a new descriptor that we now own.
                 return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
             }
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EAGAIN)
+                    || e.raw_os_error() == Some(libc::EINTR) =>
+            {
+                continue
+            }
             Err(e) => return Err(e),
         }
     }
@@ -64,7 +75,8 @@ pub fn openat2(dirfd: RawFd, path: &CStr, flags: i32, mode: u32, resolve: u64) -
 /// openat(2) returning an owned fd (O_CLOEXEC added).
 pub fn openat(dirfd: RawFd, path: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     // SAFETY: `path` is NUL-terminated; the returned fd is new and ours.
-    let fd = check_int(unsafe { libc::openat(dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
+    let fd =
+        check_int(unsafe { libc::openat(dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
     // SAFETY: fd was just returned by the kernel.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -111,7 +123,15 @@ pub fn mount(
 ) -> io::Result<()> {
     let p = |c: Option<&CStr>| c.map_or(std::ptr::null(), |c| c.as_ptr());
     // SAFETY: every pointer is NUL-terminated or null, as mount(2) accepts.
-    check_int(unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data) as *const libc::c_void) })?;
+    check_int(unsafe {
+        libc::mount(
+            p(source),
+            target.as_ptr(),
+            p(fstype),
+            flags,
+            p(data) as *const libc::c_void,
+        )
+    })?;
     Ok(())
 }
 
@@ -152,7 +172,8 @@ pub fn umount_detach(target: &CStr) -> io::Result<()> {
 
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
     // SAFETY: both paths are NUL-terminated.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) }).map(drop)
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+        .map(drop)
 }
 
 pub fn fchdir(fd: RawFd) -> io::Result<()> {
@@ -192,9 +213,9 @@ pub fn mknodat(dirfd: RawFd, name: &CStr, mode: u32, dev: u64) -> io::Result<()>
 
 pub fn fchownat(dirfd: RawFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: name is NUL-terminated.
-    check_int(unsafe { libc::fchownat(dirfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    check_int(unsafe { libc::fchownat(dirfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+        .map(drop)
 }
-
 
 pub fn symlinkat(target: &CStr, dirfd: RawFd, name: &CStr) -> io::Result<()> {
     // SAFETY: both strings are NUL-terminated.
@@ -293,7 +314,8 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()
         },
     ];
     // SAFETY: header and two data structs as capset(2) with version 3 expects.
-    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) }).map(drop)
+    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) })
+        .map(drop)
 }
 
 pub fn prctl(option: i32, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::Result<()> {
@@ -328,14 +350,23 @@ pub fn setresuid(uid: u32) -> io::Result<()> {
 /// Mark every descriptor from `first` on close-on-exec.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
-    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    })
+    .map(drop)
 }
 
 /// Join a new session keyring named `name`.
 pub fn join_session_keyring(name: &CStr) -> io::Result<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     // SAFETY: keyctl with a NUL-terminated name.
-    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) }).map(drop)
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) })
+        .map(drop)
 }
 
 /// fork(2). The caller must be single-threaded.
@@ -371,7 +402,11 @@ pub fn set_sigmask(set: Option<&libc::sigset_t>) {
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
 }
 
-pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
+pub fn execve(
+    path: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
     // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated
     // strings that live until exec replaces the process image.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
@@ -383,7 +418,9 @@ pub fn is_executable(path: &CStr) -> bool {
     match fstatat(libc::AT_FDCWD, path, 0) {
         Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {
             // SAFETY: path is NUL-terminated.
-            unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0 }
+            unsafe {
+                libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0
+            }
         }
         _ => false,
     }
@@ -398,7 +435,11 @@ pub fn open_pty(ptmx: &CStr) -> io::Result<(OwnedFd, OwnedFd)> {
     check_int(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
     // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
     let slave = check_int(unsafe {
-        libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
     })?;
     // SAFETY: the ioctl returned a new descriptor we own.
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
@@ -417,15 +458,16 @@ pub fn make_controlling_tty(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-
 pub fn sethostname(name: &[u8]) -> io::Result<()> {
     // SAFETY: pointer and length describe `name`.
-    check_int(unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) }).map(drop)
+    check_int(unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) })
+        .map(drop)
 }
 
 pub fn setdomainname(name: &[u8]) -> io::Result<()> {
     // SAFETY: pointer and length describe `name`.
-    check_int(unsafe { libc::setdomainname(name.as_ptr() as *const libc::c_char, name.len()) }).map(drop)
+    check_int(unsafe { libc::setdomainname(name.as_ptr() as *const libc::c_char, name.len()) })
+        .map(drop)
 }
 
 pub fn umask(mask: u32) {
@@ -433,14 +475,19 @@ pub fn umask(mask: u32) {
     unsafe { libc::umask(mask) };
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn fd_path_formats_without_allocation() {
-        assert_eq!(FdPath::new(0).as_cstr().to_str().unwrap(), "/proc/self/fd/0");
-        assert_eq!(FdPath::new(1234).as_cstr().to_str().unwrap(), "/proc/self/fd/1234");
+        assert_eq!(
+            FdPath::new(0).as_cstr().to_str().unwrap(),
+            "/proc/self/fd/0"
+        );
+        assert_eq!(
+            FdPath::new(1234).as_cstr().to_str().unwrap(),
+            "/proc/self/fd/1234"
+        );
     }
 }

@@ -1,0 +1,225 @@
+//! The crun hand-off: the same bundle run by crun, with crun's own state
+//! (`--root`) inside berth's container directory so `delete` of the berth
+//! container removes it. berth keeps its own state.json as for any backend.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use berth_state::{Container, Record, Status};
+
+use crate::{io_err, Backend, BackendError, CreateRequest, Created, Result};
+
+pub struct Crun {
+    bin: PathBuf,
+}
+
+const NAME: &str = "crun";
+
+impl Crun {
+    /// crun from `BERTH_CRUN`, else the first `crun` on PATH.
+    pub fn locate() -> Result<Crun> {
+        if let Some(p) = std::env::var_os("BERTH_CRUN") {
+            return Ok(Crun { bin: p.into() });
+        }
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|d| d.join("crun"))
+            .find(|p| p.is_file())
+            .map(|bin| Crun { bin })
+            .ok_or_else(|| BackendError::Engine {
+                backend: NAME,
+                op: "locate",
+                detail: "crun is not installed (not found in PATH; set BERTH_CRUN to its path)"
+                    .into(),
+            })
+    }
+
+    fn root(c: &Container) -> PathBuf {
+        c.dir().join("crun")
+    }
+
+    fn cmd(&self, c: &Container) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--root").arg(Self::root(c));
+        cmd
+    }
+
+    /// Run crun to completion, stdio captured; an error carries crun's message.
+    fn run(&self, op: &'static str, mut cmd: Command) -> Result<String> {
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err(format!("run {}", self.bin.display())))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(BackendError::Engine {
+            backend: NAME,
+            op,
+            detail: last_line(&out.stderr, &out.status),
+        })
+    }
+
+    fn crun_state(&self, c: &Container, id: &str) -> Option<serde_json::Value> {
+        let mut cmd = self.cmd(c);
+        cmd.args(["state", id]);
+        let out = self.run("state", cmd).ok()?;
+        serde_json::from_str(&out).ok()
+    }
+}
+
+fn last_line(stderr: &[u8], status: &std::process::ExitStatus) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| format!("{status}"))
+}
+
+impl Backend for Crun {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn create(&self, req: &CreateRequest<'_>, rec: &mut Record) -> Result<Created> {
+        let c = req.container;
+        let pid_file = c.dir().join("crun.pid");
+        let mut cmd = self.cmd(c);
+        cmd.arg("create")
+            .arg("--bundle")
+            .arg(&req.bundle.dir)
+            .arg("--pid-file")
+            .arg(&pid_file);
+        // A foreground terminal: crun sends the pty master to our own socket.
+        let listener = if req.keep_console
+            && req.opts.console_socket.is_none()
+            && terminal(&req.bundle.spec)
+        {
+            let path = c.dir().join("console.sock");
+            let l = UnixListener::bind(&path)
+                .map_err(io_err(format!("listen on {}", path.display())))?;
+            cmd.arg("--console-socket").arg(&path);
+            Some(l)
+        } else {
+            None
+        };
+        if let Some(s) = &req.opts.console_socket {
+            cmd.arg("--console-socket").arg(s);
+        }
+        let preserve = req.opts.preserve_fds + req.opts.listen_fds;
+        if preserve > 0 {
+            cmd.arg(format!("--preserve-fds={preserve}"));
+        }
+        if req.opts.no_pivot {
+            cmd.arg("--no-pivot");
+        }
+        if req.opts.no_new_keyring {
+            cmd.arg("--no-new-keyring");
+        }
+        cmd.arg(&rec.id);
+        // The container inherits our stdio, as with the native backend.
+        let status = cmd
+            .status()
+            .map_err(io_err(format!("run {}", self.bin.display())))?;
+        if !status.success() {
+            return Err(BackendError::Engine {
+                backend: NAME,
+                op: "create",
+                detail: format!(
+                    "{} exited with {status} (its message is above)",
+                    self.bin.display()
+                ),
+            });
+        }
+        let pid = read_pid(&pid_file)?;
+        rec.pid = pid;
+        rec.pid_start = berth_state::pid_start_time(pid).unwrap_or(0);
+        c.save(rec)?;
+        let console_master = match listener {
+            Some(l) => {
+                let (stream, _) = l
+                    .accept()
+                    .map_err(io_err("accept crun's console connection"))?;
+                Some(
+                    berth_linux::recv_file(std::os::fd::AsRawFd::as_raw_fd(&stream))
+                        .map_err(io_err("receive the pty master from crun"))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Created {
+            pid,
+            console_master: console_master.map(OwnedFd::from),
+        })
+    }
+
+    fn start(&self, c: &Container, rec: &Record) -> Result<()> {
+        match self.status(c, rec) {
+            Status::Created => {}
+            other => return Err(BackendError::CannotStart(other)),
+        }
+        let mut cmd = self.cmd(c);
+        cmd.args(["start", &rec.id]);
+        self.run("start", cmd).map(drop)
+    }
+
+    fn status(&self, c: &Container, rec: &Record) -> Status {
+        if rec.pid > 0
+            && berth_state::liveness(rec.pid, rec.pid_start) == berth_state::Liveness::Dead
+        {
+            return Status::Stopped;
+        }
+        self.crun_state(c, &rec.id)
+            .and_then(|s| {
+                s.get("status")
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse().ok())
+            })
+            .unwrap_or(Status::Stopped)
+    }
+
+    fn kill(&self, c: &Container, rec: &Record, signal: i32, all: bool) -> Result<()> {
+        if self.status(c, rec) == Status::Stopped {
+            return Err(BackendError::NotRunning);
+        }
+        let mut cmd = self.cmd(c);
+        cmd.arg("kill");
+        if all {
+            cmd.arg("--all");
+        }
+        cmd.args([rec.id.as_str(), &signal.to_string()]);
+        self.run("kill", cmd).map(drop)
+    }
+
+    fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
+        if !Self::root(c).join(&rec.id).exists() {
+            return Ok(()); // crun never got as far as creating it
+        }
+        let mut cmd = self.cmd(c);
+        cmd.args(["delete", "--force", &rec.id]);
+        self.run("delete", cmd).map(drop)
+    }
+}
+
+fn terminal(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &Path) -> Result<i32> {
+    let text = std::fs::read_to_string(path)
+        .map_err(io_err(format!("read crun's pid file {}", path.display())))?;
+    text.trim().parse().map_err(|_| {
+        BackendError::Invalid(format!(
+            "crun's pid file {} holds {:?}, not a pid",
+            path.display(),
+            text.trim()
+        ))
+    })
+}

@@ -1,0 +1,203 @@
+//! berth's own Linux backend: cgroups from `berth-cgroups`, everything else
+//! from `berth-linux`.
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use berth_cgroups::{Cgroup, DeviceRule, Hierarchies};
+use berth_linux::{Console, LinuxError};
+use berth_state::{liveness, Container, Liveness, Record, Status};
+
+use crate::{Backend, BackendError, CreateRequest, Created, Result};
+
+pub struct Native;
+
+fn cgroup_of(rec: &Record) -> Cgroup {
+    Cgroup {
+        paths: rec.cgroup_paths.clone(),
+    }
+}
+
+fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
+    let configured = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let mut rules: Vec<DeviceRule> = configured
+        .iter()
+        .map(|d| DeviceRule {
+            allow: d.allow(),
+            kind: d
+                .typ()
+                .map_or('a', |t| t.as_str().chars().next().unwrap_or('a')),
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().unwrap_or_else(|| "rwm".into()),
+        })
+        .collect();
+    if rules.is_empty() {
+        return rules;
+    }
+    // As runc: whatever the rules say, the default devices stay usable, and
+    // so do the devices the config creates.
+    rules.extend(berth_cgroups::default_device_rules());
+    for d in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default()
+    {
+        rules.push(DeviceRule {
+            allow: true,
+            kind: d.typ().as_str().chars().next().unwrap_or('c'),
+            major: Some(d.major()),
+            minor: Some(d.minor()),
+            access: "rwm".into(),
+        });
+    }
+    rules
+}
+
+struct Recorder<'a> {
+    c: &'a Container,
+    rec: &'a mut Record,
+}
+
+impl berth_linux::HookState for Recorder<'_> {
+    fn hook_state(&self, pid: i32, status: &str) -> Vec<u8> {
+        let mut r = self.rec.clone();
+        r.pid = pid;
+        let status = status.parse().unwrap_or(Status::Creating);
+        serde_json::to_vec(&r.hook_state(status)).unwrap_or_default()
+    }
+
+    fn record_pid(&mut self, pid: i32) -> std::result::Result<(), LinuxError> {
+        self.rec.pid = pid;
+        self.rec.pid_start = berth_state::pid_start_time(pid).unwrap_or(0);
+        self.c
+            .save(self.rec)
+            .map_err(|e| LinuxError::Plan(format!("record container pid: {e}")))
+    }
+}
+
+impl Backend for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn create(&self, req: &CreateRequest<'_>, rec: &mut Record) -> Result<Created> {
+        let spec = &req.bundle.spec;
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned());
+        let cgroup = Hierarchies::detect()?.container(cgroups_path.as_deref(), &rec.id)?;
+        // Recorded before anything exists, so delete finds it after a crash.
+        rec.cgroup_paths = cgroup.paths.clone();
+        req.container.save(rec)?;
+        cgroup.create()?;
+        let rules = device_rules(spec);
+        if !rules.is_empty() {
+            cgroup.apply_devices(&rules)?;
+        }
+        let console = match (&req.opts.console_socket, req.keep_console) {
+            (Some(p), _) => Console::Socket(p),
+            (None, true) => Console::Keep,
+            (None, false) => Console::None,
+        };
+        let id = rec.id.clone();
+        let created = berth_linux::create(
+            berth_linux::CreateRequest {
+                id: &id,
+                spec,
+                rootfs: &req.bundle.rootfs,
+                bundle: &req.bundle.dir,
+                state_dir: req.container.dir(),
+                cgroup: Some(&cgroup),
+                console,
+                opts: berth_linux::Options {
+                    no_pivot: req.opts.no_pivot,
+                    no_new_keyring: req.opts.no_new_keyring,
+                    preserve_fds: req.opts.preserve_fds + req.opts.listen_fds,
+                    listen_fds: req.opts.listen_fds,
+                },
+                close_in_child: vec![req.container.lock_fd().as_raw_fd()],
+            },
+            &mut Recorder {
+                c: req.container,
+                rec,
+            },
+        )?;
+        Ok(Created {
+            pid: created.pid,
+            console_master: created.console_master,
+        })
+    }
+
+    fn start(&self, c: &Container, rec: &Record) -> Result<()> {
+        match self.status(c, rec) {
+            Status::Created => {}
+            other => return Err(BackendError::CannotStart(other)),
+        }
+        berth_linux::start(c.dir(), rec.pid).map_err(|e| match e {
+            LinuxError::ExitedBeforeStart => BackendError::CannotStart(Status::Stopped),
+            e => e.into(),
+        })
+    }
+
+    fn status(&self, c: &Container, rec: &Record) -> Status {
+        if rec.pid <= 0 || liveness(rec.pid, rec.pid_start) == Liveness::Dead {
+            return Status::Stopped;
+        }
+        if berth_linux::is_created(c.dir()) {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+
+    fn kill(&self, c: &Container, rec: &Record, signal: i32, all: bool) -> Result<()> {
+        let status = self.status(c, rec);
+        if status == Status::Stopped && !all {
+            return Err(BackendError::NotRunning);
+        }
+        if all {
+            cgroup_of(rec).signal_all(signal)?;
+        }
+        if status != Status::Stopped {
+            // SAFETY: kill(2) of the recorded init, checked alive by pid and start time.
+            if unsafe { libc::kill(rec.pid, signal) } < 0 && !all {
+                return Err(crate::io_err(format!("kill pid {}", rec.pid))(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
+        let cgroup = cgroup_of(rec);
+        if self.status(c, rec) != Status::Stopped {
+            // SAFETY: kill(2) of the recorded, live init.
+            unsafe { libc::kill(rec.pid, libc::SIGKILL) };
+            if let Ok(fd) = berth_state::pidfd_open(rec.pid) {
+                let _ = berth_state::wait_exit(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    Some(Duration::from_secs(10)),
+                );
+            }
+        }
+        // Without a pid namespace, other processes can outlive the init.
+        for _ in 0..100 {
+            if cgroup.signal_all(libc::SIGKILL)? == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cgroup.remove()?;
+        Ok(())
+    }
+}

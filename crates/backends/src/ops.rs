@@ -1,0 +1,284 @@
+//! The lifecycle operations the CLI calls: state locked, backend chosen,
+//! state saved. A failed `create` leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use berth_state::{Container, OciState, Record, Root, StateError, Status};
+
+use crate::{backend, choose, config_path, io_err, BackendError, CreateRequest, Created, Result};
+
+/// `create`/`run` options (runc's flags).
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+    /// Descriptors passed by socket activation (LISTEN_FDS), kept after stdio.
+    pub listen_fds: u32,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+}
+
+pub struct Runtime {
+    pub root: Root,
+    pub config: PathBuf,
+    /// Where warnings go (the CLI's logger).
+    pub warn: Box<dyn Fn(&str)>,
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>, warn: Box<dyn Fn(&str)>) -> Runtime {
+        Runtime {
+            root: Root::new(root),
+            config: config_path(),
+            warn,
+        }
+    }
+
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<()> {
+        self.create_locked(id, opts, false).map(drop)
+    }
+
+    fn create_locked(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        keep_console: bool,
+    ) -> Result<(Container, Record, Created)> {
+        berth_state::validate_id(id)?;
+        let bundle = berth_bundle::load(&opts.bundle)?;
+        for w in &bundle.warnings {
+            (self.warn)(w);
+        }
+        let backend_name = choose(&bundle.spec, &self.config)?;
+        let engine = backend(&backend_name)?;
+        if opts.console_socket.is_some() && !terminal(&bundle.spec) {
+            return Err(BackendError::Invalid(
+                "--console-socket given but process.terminal is false".into(),
+            ));
+        }
+        let container = self.root.create(id)?;
+        let mut rec = Record {
+            id: id.to_string(),
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: berth_state::now_rfc3339(),
+            owner: String::new(),
+            annotations: bundle
+                .spec
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            backend: backend_name,
+            cgroup_paths: Default::default(),
+            config: serde_json::to_value(&bundle.spec).unwrap_or_default(),
+            status_hint: None,
+        };
+        let req = CreateRequest {
+            container: &container,
+            bundle: &bundle,
+            opts,
+            keep_console,
+        };
+        let created = engine.create(&req, &mut rec).and_then(|created| {
+            if let Some(p) = &opts.pid_file {
+                write_pid_file(p, created.pid)?;
+            }
+            Ok(created)
+        });
+        match created {
+            Ok(created) => Ok((container, rec, created)),
+            Err(e) => {
+                // Report the cause; then say what cleanup could not undo.
+                if let Err(cleanup) = engine
+                    .destroy(&container, &rec)
+                    .and_then(|_| Ok(container.destroy()?))
+                {
+                    (self.warn)(&format!("cleanup after failed create of {id}: {cleanup}"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        let c = self.root.open(id)?;
+        let rec = c.load()?;
+        let engine = backend(&rec.backend)?;
+        engine.start(&c, &rec)?;
+        self.poststart(&c, &rec, engine.as_ref())
+    }
+
+    /// poststart hooks run by berth for the native backend (crun runs its
+    /// own). A failing one fails `start` and stops the container, as runc does.
+    fn poststart(&self, c: &Container, rec: &Record, engine: &dyn crate::Backend) -> Result<()> {
+        if rec.backend != "native" {
+            return Ok(());
+        }
+        let hooks = hooks_of(rec, |h| h.poststart().clone());
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let state = serde_json::to_vec(&rec.hook_state(Status::Running)).unwrap_or_default();
+        berth_hooks::run_all(&hooks, &state).map_err(|e| {
+            let _ = engine.kill(c, rec, libc::SIGKILL, true);
+            BackendError::Invalid(format!("poststart {e}"))
+        })
+    }
+
+    pub fn state(&self, id: &str) -> Result<OciState> {
+        let c = self.root.open(id)?;
+        let rec = c.load().map_err(|e| not_found_if_missing(e, id))?;
+        let status = backend(&rec.backend)?.status(&c, &rec);
+        Ok(rec.oci_state(status))
+    }
+
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let c = self.root.open(id)?;
+        let rec = c.load().map_err(|e| not_found_if_missing(e, id))?;
+        backend(&rec.backend)?.kill(&c, &rec, signal, all)
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        berth_state::validate_id(id)?;
+        let c = match self.root.open(id) {
+            Ok(c) => c,
+            Err(StateError::NotFound(_)) if force => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let rec = match c.load() {
+            Ok(r) => r,
+            // Killed before its first state was saved: only the directory exists.
+            Err(e) if state_missing(&e) => {
+                c.destroy()?;
+                return if force {
+                    Ok(())
+                } else {
+                    Err(StateError::NotFound(id.into()).into())
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let engine = backend(&rec.backend)?;
+        let status = engine.status(&c, &rec);
+        if !force && !matches!(status, Status::Stopped | Status::Created) {
+            return Err(BackendError::NotStopped {
+                id: id.into(),
+                status,
+            });
+        }
+        engine.destroy(&c, &rec)?;
+        c.destroy()?;
+        if rec.backend == "native" {
+            let hooks = hooks_of(&rec, |h| h.poststop().clone());
+            let state = serde_json::to_vec(&rec.hook_state(Status::Stopped)).unwrap_or_default();
+            for hook in &hooks {
+                if let Err(e) = berth_hooks::run(hook, &state) {
+                    (self.warn)(&format!("poststop {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<OciState>> {
+        let mut out = Vec::new();
+        for id in self.root.list()? {
+            match self.state(&id) {
+                Ok(s) => out.push(s),
+                Err(BackendError::State(StateError::NotFound(_))) => {}
+                Err(e) => (self.warn)(&format!("list: container {id}: {e}")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `run`: create and start; detached, return at once; else wait, forward
+    /// signals (and the terminal), delete, and return the exit status.
+    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
+        let fg = if detach {
+            None
+        } else {
+            Some(
+                crate::foreground::Foreground::prepare()
+                    .map_err(io_err("prepare to wait for the container"))?,
+            )
+        };
+        let (c, rec, created) = self.create_locked(id, opts, !detach)?;
+        let engine = backend(&rec.backend)?;
+        let started = engine
+            .start(&c, &rec)
+            .and_then(|_| self.poststart(&c, &rec, engine.as_ref()));
+        if let Err(e) = started {
+            let _ = engine.destroy(&c, &rec);
+            let _ = c.destroy();
+            return Err(e);
+        }
+        let Some(fg) = fg else { return Ok(0) };
+        drop(c); // others may inspect the container while it runs
+        let status = fg
+            .wait(created.pid, created.console_master)
+            .map_err(io_err("wait for the container"))?;
+        match self.delete(id, true) {
+            Ok(()) | Err(BackendError::State(StateError::NotFound(_))) => {}
+            Err(e) => (self.warn)(&format!("delete {id} after it exited: {e}")),
+        }
+        Ok(status)
+    }
+}
+
+fn terminal(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
+fn hooks_of(
+    rec: &Record,
+    pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<oci_spec::runtime::Hook>>,
+) -> Vec<oci_spec::runtime::Hook> {
+    rec.config
+        .get("hooks")
+        .and_then(|h| serde_json::from_value::<oci_spec::runtime::Hooks>(h.clone()).ok())
+        .and_then(|h| pick(&h))
+        .unwrap_or_default()
+}
+
+fn state_missing(e: &StateError) -> bool {
+    matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+fn not_found_if_missing(e: StateError, id: &str) -> StateError {
+    if state_missing(&e) {
+        StateError::NotFound(id.into())
+    } else {
+        e
+    }
+}
+
+/// Write the pid file as runc does: a temp file beside it, renamed over.
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(io_err("current directory"))?
+            .join(path)
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.berth-tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&tmp, pid.to_string())
+        .map_err(io_err(format!("write pid file {}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(format!("write pid file {}", path.display())))
+}
