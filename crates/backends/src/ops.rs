@@ -111,24 +111,39 @@ impl Runtime {
         let rec = c.load()?;
         let engine = backend(&rec.backend)?;
         engine.start(&c, &rec)?;
-        self.poststart(&c, &rec, engine.as_ref())
+        self.poststart(&rec);
+        Ok(())
     }
 
-    /// poststart hooks run by berth for the native backend (crun runs its
-    /// own). A failing one fails `start` and stops the container, as runc does.
-    fn poststart(&self, c: &Container, rec: &Record, engine: &dyn crate::Backend) -> Result<()> {
+    /// poststart hooks, run by berth for the native backend (crun runs its
+    /// own). As the runtime spec says, a failing one is a warning and the
+    /// rest still run.
+    fn poststart(&self, rec: &Record) {
+        self.warn_hooks(rec, Status::Running, |h| h.poststart().clone());
+    }
+
+    /// Run hooks whose failure is only a warning (poststart, poststop).
+    fn warn_hooks(
+        &self,
+        rec: &Record,
+        status: Status,
+        pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<oci_spec::runtime::Hook>>,
+    ) {
         if rec.backend != "native" {
-            return Ok(());
+            return;
         }
-        let hooks = hooks_of(rec, |h| h.poststart().clone());
-        if hooks.is_empty() {
-            return Ok(());
+        let hooks = hooks_of(rec, pick);
+        let stage = if status == Status::Running {
+            "poststart"
+        } else {
+            "poststop"
+        };
+        let state = serde_json::to_vec(&rec.hook_state(status)).unwrap_or_default();
+        for hook in &hooks {
+            if let Err(e) = berth_hooks::run(hook, &state) {
+                (self.warn)(&format!("{stage} {e}"));
+            }
         }
-        let state = serde_json::to_vec(&rec.hook_state(Status::Running)).unwrap_or_default();
-        berth_hooks::run_all(&hooks, &state).map_err(|e| {
-            let _ = engine.kill(c, rec, libc::SIGKILL, true);
-            BackendError::Invalid(format!("poststart {e}"))
-        })
     }
 
     pub fn state(&self, id: &str) -> Result<OciState> {
@@ -174,15 +189,7 @@ impl Runtime {
         }
         engine.destroy(&c, &rec)?;
         c.destroy()?;
-        if rec.backend == "native" {
-            let hooks = hooks_of(&rec, |h| h.poststop().clone());
-            let state = serde_json::to_vec(&rec.hook_state(Status::Stopped)).unwrap_or_default();
-            for hook in &hooks {
-                if let Err(e) = berth_hooks::run(hook, &state) {
-                    (self.warn)(&format!("poststop {e}"));
-                }
-            }
-        }
+        self.warn_hooks(&rec, Status::Stopped, |h| h.poststop().clone());
         Ok(())
     }
 
@@ -211,14 +218,12 @@ impl Runtime {
         };
         let (c, rec, created) = self.create_locked(id, opts, !detach)?;
         let engine = backend(&rec.backend)?;
-        let started = engine
-            .start(&c, &rec)
-            .and_then(|_| self.poststart(&c, &rec, engine.as_ref()));
-        if let Err(e) = started {
+        if let Err(e) = engine.start(&c, &rec) {
             let _ = engine.destroy(&c, &rec);
             let _ = c.destroy();
             return Err(e);
         }
+        self.poststart(&rec);
         let Some(fg) = fg else { return Ok(0) };
         drop(c); // others may inspect the container while it runs
         let status = fg

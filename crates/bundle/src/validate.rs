@@ -162,6 +162,7 @@ fn process(process: &Process, out: &mut Validation) {
         let cwd = process.cwd().display();
         out.problem("process.cwd", format!("{cwd:?} is not an absolute path"));
     }
+    ambient_capabilities(process, out);
     let mut seen = HashSet::new();
     for (i, rlimit) in process
         .rlimits()
@@ -185,6 +186,35 @@ fn process(process: &Process, out: &mut Validation) {
             );
         }
     }
+}
+
+/// The kernel raises an ambient capability only if it is also permitted and
+/// inheritable; say so instead of letting it vanish quietly.
+fn ambient_capabilities(process: &Process, out: &mut Validation) {
+    let Some(caps) = process.capabilities() else {
+        return;
+    };
+    let empty = Default::default();
+    let permitted = caps.permitted().as_ref().unwrap_or(&empty);
+    let inheritable = caps.inheritable().as_ref().unwrap_or(&empty);
+    let mut missing: Vec<String> = caps
+        .ambient()
+        .iter()
+        .flatten()
+        .filter(|c| !permitted.contains(c) || !inheritable.contains(c))
+        .map(|c| format!("CAP_{c}"))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    missing.sort();
+    out.warn(
+        "process.capabilities.ambient",
+        format!(
+            "{} not both permitted and inheritable, so the kernel will not raise them",
+            missing.join(", ")
+        ),
+    );
 }
 
 fn hooks(hooks: &Hooks, out: &mut Validation) {

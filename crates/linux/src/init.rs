@@ -125,6 +125,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     let root = rootfs::open_root(plan)?;
     rootfs::mount_all(plan, root.as_raw_fd())?;
     rootfs::setup_dev(plan, root.as_raw_fd())?;
+    rootfs::make_cwd(plan, root.as_raw_fd())?;
     if let Some(v) = &plan.oom_score_adj {
         sys::write_file(c"/proc/self/oom_score_adj", v)
             .ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
@@ -280,8 +281,12 @@ fn finalize(plan: &Plan) -> Res<()> {
         }
     }
     sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).ctx(|| "keep capabilities across setuid".into())?;
-    sys::setgroups(&plan.additional_gids)
-        .ctx(|| "process.user.additionalGids: setgroups".into())?;
+    match sys::setgroups(&plan.additional_gids) {
+        // A user namespace with setgroups "deny" refuses even an empty list;
+        // only an error when groups were asked for.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && plan.additional_gids.is_empty() => {}
+        other => other.ctx(|| "process.user.additionalGids: setgroups".into())?,
+    }
     sys::setresgid(plan.gid).ctx(|| format!("process.user.gid: setgid {}", plan.gid))?;
     sys::setresuid(plan.uid).ctx(|| format!("process.user.uid: setuid {}", plan.uid))?;
     sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).ctx(|| "reset keep-capabilities".into())?;
@@ -294,8 +299,11 @@ fn finalize(plan: &Plan) -> Res<()> {
             0,
         )
         .ctx(|| "clear ambient capabilities".into())?;
+        // Only a capability both permitted and inheritable can be raised
+        // (validation warned about the others); runc leaves them out too.
+        let raisable = caps.ambient & caps.permitted & caps.inheritable;
         for cap in 0..=plan.last_cap {
-            if caps.ambient & (1 << cap) != 0 {
+            if raisable & (1 << cap) != 0 {
                 sys::prctl(
                     libc::PR_CAP_AMBIENT,
                     libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,

@@ -403,6 +403,17 @@ fn copy_tree(from: RawFd, to: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Create process.cwd inside the rootfs if it is missing, as runc does.
+pub fn make_cwd(plan: &Plan, root: RawFd) -> Res<()> {
+    let rel = crate::plan::relative_in_root(&plan.cwd.to_string_lossy());
+    if rel == "." {
+        return Ok(());
+    }
+    mkdir_beneath(root, rel.as_bytes())
+        .map(drop)
+        .ctx(|| format!("process.cwd: create {}", plan.cwd.to_string_lossy()))
+}
+
 /// Create the default and configured device nodes and /dev's links.
 pub fn setup_dev(plan: &Plan, root: RawFd) -> Res<()> {
     if !plan.dev_setup && plan.devices.is_empty() {
