@@ -259,13 +259,13 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert!(
             lines[0].starts_with(
-                "ID          PID         STATUS      BUNDLE      CREATED                 OWNER"
+                "ID          PID         STATUS      BUNDLE      CREATED                OWNER"
             ),
             "{t}"
         );
         assert!(
             lines[1].starts_with(
-                "c1          42          running     /b          2026-01-01T00:00:00Z    root"
+                "c1          42          running     /b          2026-01-01T00:00:00Z   root"
             ),
             "{t}"
         );

@@ -267,7 +267,7 @@ fn kill_all() {
     let mut kids = Vec::new();
     for _ in 0..200 {
         kids = children_of(init);
-        if kids.len() >= 1 {
+        if !kids.is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));

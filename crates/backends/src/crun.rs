@@ -2,7 +2,6 @@
 //! (`--root`) inside berth's container directory so `delete` of the berth
 //! container removes it. berth keeps its own state.json as for any backend.
 
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -153,7 +152,7 @@ impl Backend for Crun {
         };
         Ok(Created {
             pid,
-            console_master: console_master.map(OwnedFd::from),
+            console_master,
         })
     }
 

@@ -229,10 +229,8 @@ mod tests {
 
     #[test]
     fn unknown_backend_name_is_an_error() {
-        assert!(backend("lxd")
-            .unwrap_err()
-            .to_string()
-            .contains("known: native, crun"));
-        assert_eq!(backend("native").unwrap().name(), "native");
+        let err = backend("lxd").err().expect("lxd is not a backend").to_string();
+        assert!(err.contains("known: native, crun"), "{err}");
+        assert_eq!(backend("native").map(|b| b.name()).ok(), Some("native"));
     }
 }
