@@ -904,3 +904,74 @@ pub fn pid_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Every directory named exactly `name` under any cgroup hierarchy mounted at
+/// `/sys/fs/cgroup/*` (v1 controllers and the unified tree), or under
+/// `/sys/fs/cgroup` itself on a pure v2 host. Symlinked hierarchies
+/// (`cpu,cpuacct`) are not followed twice.
+pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            let p = e.path();
+            if e.file_name() == name {
+                out.push(p.clone());
+            }
+            if depth > 0 {
+                walk(&p, name, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), name, 12, &mut out);
+    out
+}
+
+/// Processes (pid, cmdline) whose command line contains any of `needles`, or
+/// whose cwd or root directory lies at or under any of `dirs`. The calling
+/// process is never listed.
+pub fn processes_related(needles: &[&str], dirs: &[&Path]) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me || !pid_alive(pid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let by_cmd = needles.iter().any(|n| cmdline.contains(n));
+        let by_dir = ["cwd", "root"].iter().any(|l| {
+            std::fs::read_link(format!("/proc/{pid}/{l}"))
+                .map(|t| dirs.iter().any(|d| t.starts_with(d)))
+                .unwrap_or(false)
+        });
+        if by_cmd || by_dir {
+            out.push((pid, cmdline));
+        }
+    }
+    out
+}
+
+/// Lines of `/proc/self/mountinfo` that mention `needle` anywhere (mount point,
+/// root or source).
+pub fn mountinfo_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
