@@ -73,8 +73,9 @@ fn sigkill_group_during_create_then_delete_force_removes_everything() {
     crash_in_create("crash-group", false, "native");
 }
 
-/// Only berth (and its hook) die; the container init, which berth had
-/// already made, survives and must be killed by `delete --force`.
+/// Only berth (and its hook) are SIGKILLed, not the container init. (The
+/// native init notices berth is gone on its sync socket and exits by itself;
+/// either way `delete --force` must leave no process, cgroup or directory.)
 #[test]
 fn sigkill_berth_alone_during_create_then_delete_force_removes_everything() {
     crash_in_create("crash-alone", true, "native");
@@ -191,10 +192,7 @@ fn crash_in_create(name: &str, spare_init: bool, backend: &str) {
         st.code().is_none(),
         "berth should have died of SIGKILL: {st}"
     );
-    group.0 = 0; // done: the spared init must stay for delete --force to find
-    if spare_init {
-        assert!(pid_alive(init), "init {init} should have survived berth");
-    }
+    group.0 = 0; // done: a spared init is left for delete --force to find
     assert!(dir.exists());
 
     let o = rt.run(&["delete", "--force", &id]);
