@@ -86,6 +86,11 @@ impl Backend for Crun {
 
     fn create(&self, req: &CreateRequest<'_>, rec: &mut Record) -> Result<Created> {
         let c = req.container;
+        // Recorded before crun makes anything, so `delete --force` after a
+        // crash knows to ask crun to remove its container, and which cgroups
+        // to remove if crun died before it knew them itself.
+        rec.cgroup_paths = crun_cgroup(&req.bundle.spec, &rec.id)?.paths;
+        c.save(rec)?;
         let pid_file = c.dir().join("crun.pid");
         let mut cmd = self.cmd(c);
         cmd.arg("create")
@@ -195,13 +200,35 @@ impl Backend for Crun {
     }
 
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
-        if !Self::root(c).join(&rec.id).exists() {
-            return Ok(()); // crun never got as far as creating it
+        if Self::root(c).join(&rec.id).exists() {
+            let mut cmd = self.cmd(c);
+            cmd.args(["delete", "--force", &rec.id]);
+            self.run("delete", cmd)?;
         }
-        let mut cmd = self.cmd(c);
-        cmd.args(["delete", "--force", &rec.id]);
-        self.run("delete", cmd).map(drop)
+        // crun removes its cgroups, except those of a container it was killed
+        // while creating.
+        berth_cgroups::Cgroup {
+            paths: rec.cgroup_paths.clone(),
+        }
+        .kill_and_remove()?;
+        Ok(())
     }
+}
+
+/// The cgroup crun gives a container with the cgroupfs manager:
+/// `linux.cgroupsPath` from each hierarchy's root, else `/<id>`.
+fn crun_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Result<berth_cgroups::Cgroup> {
+    let configured = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty());
+    let path = format!(
+        "/{}",
+        configured.as_deref().unwrap_or(id).trim_start_matches('/')
+    );
+    Ok(berth_cgroups::Hierarchies::detect()?.container(Some(&path), id)?)
 }
 
 fn terminal(spec: &oci_spec::runtime::Spec) -> bool {

@@ -229,7 +229,10 @@ mod tests {
 
     #[test]
     fn unknown_backend_name_is_an_error() {
-        let err = backend("lxd").err().expect("lxd is not a backend").to_string();
+        let err = backend("lxd")
+            .err()
+            .expect("lxd is not a backend")
+            .to_string();
         assert!(err.contains("known: native, crun"), "{err}");
         assert_eq!(backend("native").map(|b| b.name()).ok(), Some("native"));
     }

@@ -191,13 +191,7 @@ impl Backend for Native {
             }
         }
         // Without a pid namespace, other processes can outlive the init.
-        for _ in 0..100 {
-            if cgroup.signal_all(libc::SIGKILL)? == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        cgroup.remove()?;
+        cgroup.kill_and_remove()?;
         Ok(())
     }
 }

@@ -338,6 +338,18 @@ impl Cgroup {
         Ok(pids.len())
     }
 
+    /// SIGKILL whatever still runs in the cgroup (waiting up to a second for
+    /// it to go), then remove the directories.
+    pub fn kill_and_remove(&self) -> Result<(), CgroupError> {
+        for _ in 0..100 {
+            if self.signal_all(libc::SIGKILL)? == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.remove()
+    }
+
     /// Remove every directory, children first. Missing ones are fine.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let mut first_err = None;

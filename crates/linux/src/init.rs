@@ -179,15 +179,18 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
         .ok_or_else(|| not_found(plan))?;
 
     sync::send_small(sync, b'R').ctx(|| "sync with parent".into())?;
-    wait_for_start(fds.state_dir.as_raw_fd());
-
+    // Blocks until `berth start` opens the read end. The write end stays
+    // open (close-on-exec) until exec: `start` sees EOF once the program
+    // runs, or reads why it could not.
+    let fifo = wait_for_start(fds.state_dir.as_raw_fd());
+    let fifo = fifo.as_raw_fd();
     if !plan.start_container_hooks.is_empty() {
         if let Err(e) = berth_hooks::run_all(&plan.start_container_hooks, &started_state) {
-            die(&format!("startContainer {e}"));
+            die(fifo, &format!("startContainer {e}"));
         }
     }
     if let Err(f) = finalize(plan) {
-        die(&f.to_string());
+        die(fifo, &f.to_string());
     }
     // The argv/envp pointer arrays point into the plan's C strings.
     let argv: Vec<*const libc::c_char> = plan
@@ -203,7 +206,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
         .chain([std::ptr::null()])
         .collect();
     let err = sys::execve(exe, &argv, &envp);
-    die(&format!("exec {:?}: {err}", plan.arg0))
+    die(fifo, &format!("exec {:?}: {err}", plan.arg0))
 }
 
 fn not_found(plan: &Plan) -> Failed {
@@ -218,19 +221,17 @@ fn not_found(plan: &Plan) -> Failed {
     }
 }
 
-/// After `start` the parent is gone: report on the container's stderr.
-fn die(msg: &str) -> ! {
-    let line = format!("berth: {msg}\n");
-    let _ = sys::write_all_fd(2, line.as_bytes());
+/// After `start`: tell `berth start` through the fifo why the program
+/// could not run, and exit.
+fn die(fifo: RawFd, msg: &str) -> ! {
+    let _ = sys::write_all_fd(fifo, msg.as_bytes());
     sys::exit_now(127)
 }
 
-/// Block until `berth start` opens the exec fifo, then acknowledge.
-fn wait_for_start(state_dir: RawFd) {
+/// Block until `berth start` opens the exec fifo.
+fn wait_for_start(state_dir: RawFd) -> OwnedFd {
     match sys::openat(state_dir, c"exec.fifo", libc::O_WRONLY, 0) {
-        Ok(fifo) => {
-            let _ = sys::write_all_fd(fifo.as_raw_fd(), b"0");
-        }
+        Ok(fifo) => fifo,
         Err(_) => sys::exit_now(1),
     }
 }

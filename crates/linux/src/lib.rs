@@ -302,8 +302,10 @@ pub fn is_created(state_dir: &Path) -> bool {
 }
 
 /// Let a created container's init exec its process: open the fifo's read
-/// end (which unblocks the init's open), wait for its byte, remove the fifo.
-/// Fails if the init exits instead.
+/// end (which unblocks the init's open for writing), then read until the
+/// init's write end closes. It closes on exec (close-on-exec), after the
+/// startContainer hooks ran; if they or the exec fail, the init writes why
+/// first. Fails too if the init exits before it ever opens the fifo.
 pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
     let path = state_dir.join(EXEC_FIFO);
     let fifo = std::fs::OpenOptions::new()
@@ -312,6 +314,8 @@ pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
         .open(&path)
         .map_err(io_err(format!("open exec fifo {}", path.display())))?;
     let pidfd = berth_state::pidfd_open(pid).map_err(|_| LinuxError::ExitedBeforeStart)?;
+    let mut connected = false;
+    let mut why = Vec::new();
     loop {
         let mut fds = [
             libc::pollfd {
@@ -334,16 +338,26 @@ pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
             }
             return Err(io_err("wait for container init")(e));
         }
-        if fds[0].revents & libc::POLLIN != 0 {
-            let mut b = [0u8; 1];
-            let _ = io::Read::read(&mut &fifo, &mut b);
-            break;
-        }
-        if fds[1].revents != 0 {
+        // POLLHUP is only reported once a writer has come and gone.
+        if fds[0].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            connected = true;
+            let mut buf = [0u8; 4096];
+            match io::Read::read(&mut &fifo, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => why.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_err(format!("read exec fifo {}", path.display()))(e)),
+            }
+        } else if fds[1].revents != 0 && !connected {
             return Err(LinuxError::ExitedBeforeStart);
         }
     }
-    std::fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))
+    std::fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(LinuxError::Init(String::from_utf8_lossy(&why).into_owned()))
+    }
 }
 
 use std::os::unix::fs::OpenOptionsExt;
