@@ -869,3 +869,26 @@ fn time_offsets_need_a_new_time_namespace_and_known_clocks() {
         "unknown clock",
     );
 }
+
+#[test]
+fn a_new_mount_namespace_is_required() {
+    assert_one(
+        |c| {
+            let list = c["linux"]["namespaces"].as_array_mut().unwrap();
+            list.retain(|ns| ns["type"] != "mount");
+        },
+        "linux.namespaces",
+        "needs a new mount namespace",
+    );
+    assert_one(
+        |c| {
+            for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+                if ns["type"] == "mount" {
+                    ns["path"] = json!("/proc/self/ns/mnt");
+                }
+            }
+        },
+        "linux.namespaces[4].path",
+        "joining a mount namespace is not supported",
+    );
+}

@@ -251,6 +251,18 @@ fn hook(hook: &Hook, at: &str, out: &mut Validation) {
 }
 
 fn namespaces(linux: &Linux, out: &mut Validation) {
+    let list = linux.namespaces().as_deref().unwrap_or_default();
+    match list.iter().position(|ns| ns.typ() == LinuxNamespaceType::Mount) {
+        None => out.problem(
+            "linux.namespaces",
+            "needs a new mount namespace ({\"type\": \"mount\"}): berth mounts the root filesystem and pivots into it",
+        ),
+        Some(i) if list[i].path().is_some() => out.problem(
+            field(&index("linux.namespaces", i), "path"),
+            "joining a mount namespace is not supported: the root filesystem is set up in a new one",
+        ),
+        Some(_) => {}
+    }
     let mut seen = HashSet::new();
     for (i, ns) in linux
         .namespaces()

@@ -21,8 +21,10 @@ use crate::sys;
 /// Descriptors the children use, opened by the parent before forking.
 pub struct ChildFds {
     pub sync: OwnedFd,
-    /// The container's state directory (holds exec.fifo).
-    pub state_dir: OwnedFd,
+    /// exec.fifo in the container's state directory, opened O_PATH: not a
+    /// directory, so nothing can be reached through it; reopened for writing
+    /// through /proc/self/fd once everything else is done.
+    pub fifo: OwnedFd,
     /// Where to send the pty master, when process.terminal is set.
     pub console: Option<OwnedFd>,
     /// Descriptors of the parent the children must close (the container lock).
@@ -88,24 +90,41 @@ extern "C" fn die_on_signal(sig: libc::c_int) {
     sys::exit_now(128 + sig)
 }
 
-const PRE_EXEC_SIGNALS: &[i32] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGPIPE,
-    libc::SIGALRM,
-];
+/// Signals that keep their default action before exec: those that cannot be
+/// caught, job control and notifications, and faults.
+fn keeps_default(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGKILL
+            | libc::SIGSTOP
+            | libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGWINCH
+            | libc::SIGURG
+            | libc::SIGSEGV
+            | libc::SIGBUS
+            | libc::SIGILL
+            | libc::SIGFPE
+            | libc::SIGTRAP
+            | libc::SIGSYS
+            | libc::SIGABRT
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    ) || (32..libc::SIGRTMIN()).contains(&sig)
+}
 
 /// The container init. Never returns.
 fn init(plan: &Plan, fds: &ChildFds) -> ! {
     let sync = fds.sync.as_raw_fd();
-    for &sig in PRE_EXEC_SIGNALS {
+    // exec resets these handlers to the default action.
+    for sig in (1..=libc::SIGRTMAX()).filter(|&s| !keeps_default(s)) {
         sys::set_signal(sig, Some(die_on_signal));
     }
     sys::set_sigmask(None);
+    // A session of its own, as runc gives every container: the caller's
+    // terminal signals reach it only through berth.
+    sys::setsid();
     match init_inner(plan, fds) {
         Ok(never) => match never {},
         Err(f) => fail(sync, f),
@@ -117,11 +136,7 @@ enum Never {}
 fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     let sync = fds.sync.as_raw_fd();
     sys::umask(0);
-    if plan.unshare_flags & libc::CLONE_NEWNS != 0
-        || plan.joins.iter().any(|j| j.flag == libc::CLONE_NEWNS)
-    {
-        rootfs::prepare(plan)?;
-    }
+    rootfs::prepare(plan)?;
     let root = rootfs::open_root(plan)?;
     rootfs::mount_all(plan, root.as_raw_fd())?;
     rootfs::setup_dev(plan, root.as_raw_fd())?;
@@ -154,10 +169,10 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     }
     rootfs::enter(plan, &root)?;
     drop(root);
-    rootfs::finish(plan)?;
     if plan.terminal {
         setup_console(fds)?;
     }
+    rootfs::finish(plan)?;
     if let Some(k) = &plan.keyring {
         match sys::join_session_keyring(k) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
@@ -170,27 +185,36 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
         sys::setrlimit(*res, *soft, *hard)
             .ctx(|| format!("process.rlimits: set {name} to {soft}/{hard}"))?;
     }
-    sys::chdir(&plan.cwd)
-        .ctx(|| format!("process.cwd: chdir to {}", plan.cwd.to_string_lossy()))?;
+    credentials(plan)?;
     let exe = plan
         .exec_candidates
         .iter()
         .find(|c| sys::is_executable(c))
         .ok_or_else(|| not_found(plan))?;
-
+    // Reopened now (the O_PATH descriptor is no use for writing); the open
+    // blocks until `berth start` opens the read end.
+    let fifo_path = sys::FdPath::new(fds.fifo.as_raw_fd());
     sync::send_small(sync, b'R').ctx(|| "sync with parent".into())?;
-    // Blocks until `berth start` opens the read end. The write end stays
-    // open (close-on-exec) until exec: `start` sees EOF once the program
-    // runs, or reads why it could not.
-    let fifo = wait_for_start(fds.state_dir.as_raw_fd());
+    let fifo = match sys::openat(libc::AT_FDCWD, fifo_path.as_cstr(), libc::O_WRONLY, 0) {
+        Ok(f) => f,
+        Err(_) => sys::exit_now(1),
+    };
+    // The write end stays open until exec closes it: `start` sees EOF once
+    // the program runs, or reads why it could not.
+    let fifo = match sys::dup_above(fifo.as_raw_fd(), 3 + plan.preserve_fds) {
+        Ok(f) => f,
+        Err(_) => sys::exit_now(1),
+    };
     let fifo = fifo.as_raw_fd();
     if !plan.start_container_hooks.is_empty() {
         if let Err(e) = berth_hooks::run_all(&plan.start_container_hooks, &started_state) {
             die(fifo, &format!("startContainer {e}"));
         }
     }
-    if let Err(f) = finalize(plan) {
-        die(fifo, &f.to_string());
+    // Nothing of berth's may reach the program: close every descriptor
+    // above stdio and the preserved ones, except the fifo (close-on-exec).
+    if let Err(e) = sys::close_all_from(3 + plan.preserve_fds, fifo) {
+        die(fifo, &format!("close descriptors before exec: {e}"));
     }
     // The argv/envp pointer arrays point into the plan's C strings.
     let argv: Vec<*const libc::c_char> = plan
@@ -228,14 +252,6 @@ fn die(fifo: RawFd, msg: &str) -> ! {
     sys::exit_now(127)
 }
 
-/// Block until `berth start` opens the exec fifo.
-fn wait_for_start(state_dir: RawFd) -> OwnedFd {
-    match sys::openat(state_dir, c"exec.fifo", libc::O_WRONLY, 0) {
-        Ok(fifo) => fifo,
-        Err(_) => sys::exit_now(1),
-    }
-}
-
 fn setup_console(fds: &ChildFds) -> Res<()> {
     let Some(console) = &fds.console else {
         return Err(Failed {
@@ -247,22 +263,29 @@ fn setup_console(fds: &ChildFds) -> Res<()> {
         sys::open_pty(c"/dev/ptmx").ctx(|| "process.terminal: open /dev/ptmx".into())?;
     // /dev/console is the pty, as runc sets it up.
     let slave_at = sys::FdPath::new(slave.as_raw_fd());
-    if let Ok(fd) = sys::openat(
+    match sys::openat(
         libc::AT_FDCWD,
         c"/dev/console",
-        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
         0o600,
     ) {
-        drop(fd);
-        sys::mount(
-            Some(slave_at.as_cstr()),
-            c"/dev/console",
-            None,
-            libc::MS_BIND,
-            None,
-        )
-        .ctx(|| "bind the pty on /dev/console".into())?;
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => {
+            return Err(Failed {
+                what: "create /dev/console".into(),
+                err: Some(e),
+            })
+        }
     }
+    sys::mount(
+        Some(slave_at.as_cstr()),
+        c"/dev/console",
+        None,
+        libc::MS_BIND,
+        None,
+    )
+    .ctx(|| "bind the pty on /dev/console".into())?;
     sync::send_file(console.as_raw_fd(), master.as_raw_fd(), b"/dev/ptmx")
         .ctx(|| "send the pty master to the console socket".into())?;
     drop(master);
@@ -270,9 +293,11 @@ fn setup_console(fds: &ChildFds) -> Res<()> {
         .ctx(|| "make the pty the controlling terminal".into())
 }
 
-/// Credentials, capabilities and descriptors, just before exec.
-fn finalize(plan: &Plan) -> Res<()> {
-    sys::cloexec_from(3 + plan.preserve_fds).ctx(|| "mark descriptors close-on-exec".into())?;
+/// Credentials and capabilities, in the order the kernel needs: the
+/// bounding set while still privileged, ids with capabilities kept, the
+/// working directory as the user, then the capability sets and
+/// no_new_privs. Done before `create` returns, so errors reach it.
+fn credentials(plan: &Plan) -> Res<()> {
     if let Some(caps) = &plan.caps {
         for cap in 0..=plan.last_cap {
             if caps.bounding & (1 << cap) == 0 {
@@ -291,6 +316,8 @@ fn finalize(plan: &Plan) -> Res<()> {
     sys::setresgid(plan.gid).ctx(|| format!("process.user.gid: setgid {}", plan.gid))?;
     sys::setresuid(plan.uid).ctx(|| format!("process.user.uid: setuid {}", plan.uid))?;
     sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).ctx(|| "reset keep-capabilities".into())?;
+    sys::chdir(&plan.cwd)
+        .ctx(|| format!("process.cwd: chdir to {}", plan.cwd.to_string_lossy()))?;
     if let Some(caps) = &plan.caps {
         sys::capset(caps.effective, caps.permitted, caps.inheritable)
             .ctx(|| "process.capabilities: capset".into())?;
@@ -318,8 +345,5 @@ fn finalize(plan: &Plan) -> Res<()> {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "process.noNewPrivileges".into())?;
     }
     sys::umask(plan.umask);
-    for &sig in PRE_EXEC_SIGNALS {
-        sys::set_signal(sig, None);
-    }
     Ok(())
 }

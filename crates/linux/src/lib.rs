@@ -17,6 +17,7 @@ mod sys;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -106,17 +107,9 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         )
     };
 
-    make_fifo(req.state_dir)?;
-    let state_dir = sys::openat(
-        libc::AT_FDCWD,
-        &path_c(req.state_dir)?,
-        libc::O_PATH | libc::O_DIRECTORY,
-        0,
-    )
-    .map_err(io_err(format!(
-        "open state directory {}",
-        req.state_dir.display()
-    )))?;
+    let fifo_path = make_fifo(req.state_dir)?;
+    let fifo = sys::openat(libc::AT_FDCWD, &path_c(&fifo_path)?, libc::O_PATH, 0)
+        .map_err(io_err(format!("open exec fifo {}", fifo_path.display())))?;
     let (console_parent, console_child) = match (&req.console, plan.terminal) {
         (_, false) => (None, None),
         (Console::Socket(path), true) => {
@@ -143,7 +136,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
     }
     let fds = init::ChildFds {
         sync: child_sync,
-        state_dir,
+        fifo,
         console: console_child,
         close,
     };
@@ -272,7 +265,7 @@ fn path_c(p: &Path) -> Result<CString, LinuxError> {
         .map_err(|_| LinuxError::Plan(format!("{}: contains a NUL byte", p.display())))
 }
 
-fn make_fifo(state_dir: &Path) -> Result<(), LinuxError> {
+fn make_fifo(state_dir: &Path) -> Result<std::path::PathBuf, LinuxError> {
     let path = state_dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| {
         LinuxError::Io {
@@ -282,7 +275,8 @@ fn make_fifo(state_dir: &Path) -> Result<(), LinuxError> {
     })?;
     // Any user the container runs as may open it for writing.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
-        .map_err(io_err(format!("chmod {}", path.display())))
+        .map_err(io_err(format!("chmod {}", path.display())))?;
+    Ok(path)
 }
 
 fn write_id_maps(pid: i32, plan: &plan::Plan) -> Result<(), LinuxError> {
@@ -313,6 +307,9 @@ pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&path)
         .map_err(io_err(format!("open exec fifo {}", path.display())))?;
+    // Gone from here on: the container counts as started, and a second
+    // `start` (or one after this one is killed) cannot wait on it.
+    std::fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
     let pidfd = berth_state::pidfd_open(pid).map_err(|_| LinuxError::ExitedBeforeStart)?;
     let mut connected = false;
     let mut why = Vec::new();
@@ -352,12 +349,11 @@ pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
             return Err(LinuxError::ExitedBeforeStart);
         }
     }
-    std::fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
-    if why.is_empty() {
-        Ok(())
-    } else {
-        Err(LinuxError::Init(String::from_utf8_lossy(&why).into_owned()))
+    if !why.is_empty() {
+        return Err(LinuxError::Init(String::from_utf8_lossy(&why).into_owned()));
     }
+    // EOF without a word: exec closed the fifo. (An init SIGKILLed in the
+    // instant between opening the fifo and exec looks the same; `state`
+    // then reports it stopped.)
+    Ok(())
 }
-
-use std::os::unix::fs::OpenOptionsExt;

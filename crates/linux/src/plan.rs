@@ -131,8 +131,10 @@ pub struct Plan {
     pub time_offsets: Option<Vec<u8>>,
     // Root filesystem.
     pub rootfs: CString,
-    pub rootfs_ancestors: Vec<CString>,
+    pub rootfs_holders: Vec<CString>,
     pub root_propagation: libc::c_ulong,
+    /// linux.rootfsPropagation was given: applied again to the new root.
+    pub root_propagation_set: bool,
     pub mounts: Vec<MountStep>,
     pub dev_setup: bool,
     pub devices: Vec<DeviceStep>,
@@ -235,6 +237,11 @@ impl Plan {
                 }
             }
         }
+        if unshare_flags & libc::CLONE_NEWNS == 0 {
+            return Err(LinuxError::Plan(
+                "linux.namespaces: the native backend needs a new mount namespace".into(),
+            ));
+        }
         // The user namespace is joined first: the others are owned by it.
         joins.sort_by_key(|j| j.flag != libc::CLONE_NEWUSER);
 
@@ -266,10 +273,11 @@ impl Plan {
             });
 
         let root = spec.root().as_ref();
-        let mut rootfs_ancestors = Vec::new();
-        let mut p = rootfs.parent();
+        let mut rootfs_holders = Vec::new();
+        // The rootfs itself first: it may be a mount (an overlay, say).
+        let mut p = Some(rootfs);
         while let Some(dir) = p {
-            rootfs_ancestors.push(cstr(dir.as_os_str().as_encoded_bytes(), "rootfs")?);
+            rootfs_holders.push(cstr(dir.as_os_str().as_encoded_bytes(), "rootfs")?);
             p = dir.parent();
         }
 
@@ -297,7 +305,13 @@ impl Plan {
                 });
             }
         }
-        for d in linux.devices().iter().flatten() {
+        // A bind-mounted /dev is the host's (or another's): create nothing in it.
+        let configured = if dev_bound {
+            &[][..]
+        } else {
+            linux.devices().as_deref().unwrap_or_default()
+        };
+        for d in configured {
             let display = d.path().display().to_string();
             let rel = relative_in_root(&display);
             let kind = match d.typ() {
@@ -454,8 +468,12 @@ impl Plan {
             gid_map: fmt_map(linux.gid_mappings()),
             time_offsets,
             rootfs: cstr(rootfs.as_os_str().as_encoded_bytes(), "rootfs")?,
-            rootfs_ancestors,
+            rootfs_holders,
             root_propagation,
+            root_propagation_set: linux
+                .rootfs_propagation()
+                .as_deref()
+                .is_some_and(|p| !p.is_empty()),
             mounts,
             dev_setup: !dev_bound,
             devices,

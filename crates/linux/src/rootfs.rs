@@ -125,12 +125,12 @@ fn open_dest(root: RawFd, rel: &[u8], is_file: bool) -> io::Result<OwnedFd> {
 pub fn prepare(plan: &Plan) -> Res<()> {
     sys::mount(None, c"/", None, plan.root_propagation, None)
         .ctx(|| "set propagation of / (linux.rootfsPropagation)".into())?;
-    if plan.root_propagation & libc::MS_SHARED != 0 {
-        // pivot_root refuses a new root whose parent mount is shared.
-        if let Some(parent) = plan.rootfs_ancestors.iter().find(|a| is_mount_root(a)) {
-            sys::mount(None, parent, None, libc::MS_PRIVATE, None)
-                .ctx(|| format!("make {} private for pivot_root", parent.to_string_lossy()))?;
-        }
+    // The mount holding the rootfs (possibly the rootfs itself) goes
+    // private in this namespace: the container's mounts then never
+    // propagate to the host, and pivot_root accepts the new root.
+    if let Some(holder) = plan.rootfs_holders.iter().find(|a| is_mount_root(a)) {
+        sys::mount(None, holder, None, libc::MS_PRIVATE, None)
+            .ctx(|| format!("make the mount at {} private", holder.to_string_lossy()))?;
     }
     sys::mount(
         Some(&plan.rootfs),
@@ -495,14 +495,20 @@ pub fn enter(plan: &Plan, root: &OwnedFd) -> Res<()> {
         let old = sys::openat(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0)
             .ctx(|| "open /".into())?;
         sys::fchdir(root.as_raw_fd()).ctx(|| "chdir to rootfs".into())?;
-        sys::pivot_root(c".", c".").ctx(|| "pivot_root".into())?;
+        sys::pivot_root(c".", c".")
+            .ctx(|| format!("pivot_root to {}", plan.rootfs.to_string_lossy()))?;
         sys::fchdir(old.as_raw_fd()).ctx(|| "chdir to old root".into())?;
         // Keep the unmount of the old root from propagating to the host.
         sys::mount(None, c".", None, libc::MS_SLAVE | libc::MS_REC, None)
             .ctx(|| "make old root rslave".into())?;
         sys::umount_detach(c".").ctx(|| "detach old root".into())?;
     }
-    sys::chdir(c"/").ctx(|| "chdir /".into())
+    sys::chdir(c"/").ctx(|| "chdir /".into())?;
+    if plan.root_propagation_set {
+        sys::mount(None, c"/", None, plan.root_propagation, None)
+            .ctx(|| "linux.rootfsPropagation: set propagation of the new root".into())?;
+    }
+    Ok(())
 }
 
 /// After pivot: sysctls, masked and read-only paths, read-only root.

@@ -347,18 +347,36 @@ pub fn setresuid(uid: u32) -> io::Result<()> {
     check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
 }
 
-/// Mark every descriptor from `first` on close-on-exec.
-pub fn cloexec_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    })
-    .map(drop)
+/// Close every descriptor from `first` on, except `keep`.
+pub fn close_all_from(first: u32, keep: RawFd) -> io::Result<()> {
+    let close = |lo: u32, hi: u32| -> io::Result<()> {
+        if lo > hi {
+            return Ok(());
+        }
+        // SAFETY: close_range(2) on descriptors this process owns.
+        check(unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) }).map(drop)
+    };
+    let keep = keep as u32;
+    if keep >= first {
+        close(first, keep - 1)?;
+        close(keep + 1, u32::MAX)
+    } else {
+        close(first, u32::MAX)
+    }
+}
+
+/// A close-on-exec duplicate of `fd` numbered at least `min`.
+pub fn dup_above(fd: RawFd, min: u32) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
+    let new = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min as libc::c_int) })?;
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Start a new session (fails harmlessly if already a session leader).
+pub fn setsid() {
+    // SAFETY: setsid has no memory arguments.
+    unsafe { libc::setsid() };
 }
 
 /// Join a new session keyring named `name`.
@@ -445,11 +463,10 @@ pub fn open_pty(ptmx: &CStr) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
 }
 
-/// Make `fd` the controlling terminal of a new session and stdio.
+/// Make `fd` the controlling terminal (of the session the init leads) and stdio.
 pub fn make_controlling_tty(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscalls on descriptors.
     unsafe {
-        libc::setsid();
         check_int(libc::ioctl(fd, libc::TIOCSCTTY, 0))?;
         for target in 0..3 {
             check_int(libc::dup2(fd, target))?;
