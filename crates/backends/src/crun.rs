@@ -36,13 +36,13 @@ impl Crun {
             })
     }
 
-    fn root(c: &Container) -> PathBuf {
-        c.dir().join("crun")
+    fn root(dir: &Path) -> PathBuf {
+        dir.join("crun")
     }
 
-    fn cmd(&self, c: &Container) -> Command {
+    fn cmd(&self, dir: &Path) -> Command {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--root").arg(Self::root(c));
+        cmd.arg("--root").arg(Self::root(dir));
         cmd
     }
 
@@ -62,8 +62,8 @@ impl Crun {
         })
     }
 
-    fn crun_state(&self, c: &Container, id: &str) -> Option<serde_json::Value> {
-        let mut cmd = self.cmd(c);
+    fn crun_state(&self, dir: &Path, id: &str) -> Option<serde_json::Value> {
+        let mut cmd = self.cmd(dir);
         cmd.args(["state", id]);
         let out = self.run("state", cmd).ok()?;
         serde_json::from_str(&out).ok()
@@ -92,7 +92,7 @@ impl Backend for Crun {
         rec.cgroup_paths = crun_cgroup(&req.bundle.spec, &rec.id)?.paths;
         c.save(rec)?;
         let pid_file = c.dir().join("crun.pid");
-        let mut cmd = self.cmd(c);
+        let mut cmd = self.cmd(c.dir());
         cmd.arg("create")
             .arg("--bundle")
             .arg(&req.bundle.dir)
@@ -101,7 +101,7 @@ impl Backend for Crun {
         // A foreground terminal: crun sends the pty master to our own socket.
         let listener = if req.keep_console
             && req.opts.console_socket.is_none()
-            && terminal(&req.bundle.spec)
+            && crate::ops::terminal(&req.bundle.spec)
         {
             let path = c.dir().join("console.sock");
             let l = UnixListener::bind(&path)
@@ -162,22 +162,22 @@ impl Backend for Crun {
     }
 
     fn start(&self, c: &Container, rec: &Record) -> Result<()> {
-        match self.status(c, rec) {
+        match self.status(c.dir(), rec) {
             Status::Created => {}
             other => return Err(BackendError::CannotStart(other)),
         }
-        let mut cmd = self.cmd(c);
+        let mut cmd = self.cmd(c.dir());
         cmd.args(["start", &rec.id]);
         self.run("start", cmd).map(drop)
     }
 
-    fn status(&self, c: &Container, rec: &Record) -> Status {
+    fn status(&self, dir: &Path, rec: &Record) -> Status {
         if rec.pid > 0
             && berth_state::liveness(rec.pid, rec.pid_start) == berth_state::Liveness::Dead
         {
             return Status::Stopped;
         }
-        self.crun_state(c, &rec.id)
+        self.crun_state(dir, &rec.id)
             .and_then(|s| {
                 s.get("status")
                     .and_then(|v| v.as_str())
@@ -186,11 +186,11 @@ impl Backend for Crun {
             .unwrap_or(Status::Stopped)
     }
 
-    fn kill(&self, c: &Container, rec: &Record, signal: i32, all: bool) -> Result<()> {
-        if self.status(c, rec) == Status::Stopped {
+    fn kill(&self, dir: &Path, rec: &Record, signal: i32, all: bool) -> Result<()> {
+        if self.status(dir, rec) == Status::Stopped {
             return Err(BackendError::NotRunning);
         }
-        let mut cmd = self.cmd(c);
+        let mut cmd = self.cmd(dir);
         cmd.arg("kill");
         if all {
             cmd.arg("--all");
@@ -200,8 +200,8 @@ impl Backend for Crun {
     }
 
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
-        if Self::root(c).join(&rec.id).exists() {
-            let mut cmd = self.cmd(c);
+        if Self::root(c.dir()).join(&rec.id).exists() {
+            let mut cmd = self.cmd(c.dir());
             cmd.args(["delete", "--force", &rec.id]);
             self.run("delete", cmd)?;
         }
@@ -229,13 +229,6 @@ fn crun_cgroup(spec: &oci_spec::runtime::Spec, id: &str) -> Result<berth_cgroups
         configured.as_deref().unwrap_or(id).trim_start_matches('/')
     );
     Ok(berth_cgroups::Hierarchies::detect()?.container(Some(&path), id)?)
-}
-
-fn terminal(spec: &oci_spec::runtime::Spec) -> bool {
-    spec.process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false)
 }
 
 fn read_pid(path: &Path) -> Result<i32> {

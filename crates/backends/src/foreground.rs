@@ -6,22 +6,41 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-const FORWARDED: &[Signal] = &[
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGTERM,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-    Signal::SIGCHLD,
-];
+/// Every signal berth takes through its signalfd: all but those that
+/// cannot be caught and the faults a process raises on itself.
+fn caught_signals() -> SigSet {
+    // SAFETY: sigemptyset initialises the set before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for sig in 1..=libc::SIGRTMAX() {
+        let fault = matches!(
+            sig,
+            libc::SIGKILL
+                | libc::SIGSTOP
+                | libc::SIGSEGV
+                | libc::SIGBUS
+                | libc::SIGILL
+                | libc::SIGFPE
+                | libc::SIGTRAP
+                | libc::SIGSYS
+                | libc::SIGABRT
+        );
+        if !fault {
+            // SAFETY: set is initialised; glibc refuses its reserved
+            // real-time signals with EINVAL, which is fine.
+            unsafe { libc::sigaddset(&mut set, sig) };
+        }
+    }
+    // SAFETY: `set` was initialised by sigemptyset and sigaddset above.
+    unsafe { SigSet::from_sigset_t_unchecked(set) }
+}
 
 pub struct Foreground {
     mask: SigSet,
@@ -32,10 +51,7 @@ impl Foreground {
     /// container init unblocks them for itself).
     pub fn prepare() -> io::Result<Foreground> {
         nix::sys::prctl::set_child_subreaper(true)?;
-        let mut mask = SigSet::empty();
-        for &s in FORWARDED {
-            mask.add(s);
-        }
+        let mask = caught_signals();
         mask.thread_block()?;
         Ok(Foreground { mask })
     }
@@ -52,6 +68,8 @@ impl Foreground {
             None => None,
         };
         let mut stdin_open = master.is_some();
+        // Cleared when the pty closes; the process may still run.
+        let mut master = master;
         loop {
             if let Some(code) = reap(pid)? {
                 if let Some(m) = &master {
@@ -91,7 +109,7 @@ impl Foreground {
                 while let Ok(Some(info)) = sfd.read_signal() {
                     let sig = info.ssi_signo as i32;
                     match (sig, &master) {
-                        (libc::SIGCHLD, _) => {}
+                        (libc::SIGCHLD | libc::SIGURG, _) => {}
                         (libc::SIGWINCH, Some(m)) => copy_winsize(stdin, m.as_raw_fd()),
                         _ => {
                             // SAFETY: kill(2) of our child, the container init.
@@ -100,15 +118,22 @@ impl Foreground {
                     }
                 }
             }
+            let mut pty_closed = false;
             if let Some(m) = &master {
-                if fds[1].revents != 0 && !copy(m.as_raw_fd(), 1) {
-                    // The pty closed: the process is exiting; wait for it.
-                    let status = waitpid(Pid::from_raw(pid), None).map_err(io::Error::from)?;
-                    return Ok(exit_code(status).unwrap_or(0));
-                }
-                if stdin_open && fds.len() > 2 && fds[2].revents != 0 && !copy(0, m.as_raw_fd()) {
+                // The pty closing does not mean the process exited: keep
+                // forwarding signals until it does.
+                pty_closed = fds[1].revents != 0 && !copy(m.as_raw_fd(), 1);
+                if !pty_closed
+                    && stdin_open
+                    && fds.len() > 2
+                    && fds[2].revents != 0
+                    && !copy(0, m.as_raw_fd())
+                {
                     stdin_open = false;
                 }
+            }
+            if pty_closed {
+                master = None;
             }
         }
     }
@@ -132,7 +157,11 @@ fn reap(pid: i32) -> io::Result<Option<i32>> {
                     }
                 }
             }
-            Err(nix::errno::Errno::ECHILD) => return Ok(Some(0)),
+            Err(nix::errno::Errno::ECHILD) => {
+                return Err(io::Error::other(format!(
+                    "container init {pid} is not berth's child"
+                )))
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }

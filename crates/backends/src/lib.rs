@@ -90,9 +90,11 @@ pub trait Backend {
 
     fn start(&self, c: &Container, rec: &Record) -> Result<()>;
 
-    fn status(&self, c: &Container, rec: &Record) -> Status;
+    /// Status from the live process; `dir` is the container's state
+    /// directory (read without the lock).
+    fn status(&self, dir: &Path, rec: &Record) -> Status;
 
-    fn kill(&self, c: &Container, rec: &Record, signal: i32, all: bool) -> Result<()>;
+    fn kill(&self, dir: &Path, rec: &Record, signal: i32, all: bool) -> Result<()>;
 
     /// Stop what still runs (the caller has checked `force` against the
     /// status) and release everything but the state directory.

@@ -2,6 +2,7 @@
 //! from `berth-linux`.
 
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::Duration;
 
 use berth_cgroups::{Cgroup, DeviceRule, Hierarchies};
@@ -97,6 +98,7 @@ impl Backend for Native {
         let cgroup = Hierarchies::detect()?.container(cgroups_path.as_deref(), &rec.id)?;
         // Recorded before anything exists, so delete finds it after a crash.
         rec.cgroup_paths = cgroup.paths.clone();
+        rec.cgroup_shared = cgroup.exists();
         req.container.save(rec)?;
         cgroup.create()?;
         let rules = device_rules(spec);
@@ -138,7 +140,7 @@ impl Backend for Native {
     }
 
     fn start(&self, c: &Container, rec: &Record) -> Result<()> {
-        match self.status(c, rec) {
+        match self.status(c.dir(), rec) {
             Status::Created => {}
             other => return Err(BackendError::CannotStart(other)),
         }
@@ -148,26 +150,31 @@ impl Backend for Native {
         })
     }
 
-    fn status(&self, c: &Container, rec: &Record) -> Status {
-        if rec.pid <= 0 || liveness(rec.pid, rec.pid_start) == Liveness::Dead {
+    fn status(&self, dir: &Path, rec: &Record) -> Status {
+        if rec.pid <= 0 {
+            // Recorded before the init existed: a create in progress (or
+            // one that berth was killed in; `delete --force` removes it).
+            return Status::Creating;
+        }
+        if liveness(rec.pid, rec.pid_start) == Liveness::Dead {
             return Status::Stopped;
         }
-        if berth_linux::is_created(c.dir()) {
+        if berth_linux::is_created(dir) {
             Status::Created
         } else {
             Status::Running
         }
     }
 
-    fn kill(&self, c: &Container, rec: &Record, signal: i32, all: bool) -> Result<()> {
-        let status = self.status(c, rec);
-        if status == Status::Stopped && !all {
+    fn kill(&self, dir: &Path, rec: &Record, signal: i32, all: bool) -> Result<()> {
+        let status = self.status(dir, rec);
+        if matches!(status, Status::Stopped | Status::Creating) && !all {
             return Err(BackendError::NotRunning);
         }
         if all {
             cgroup_of(rec).signal_all(signal)?;
         }
-        if status != Status::Stopped {
+        if !matches!(status, Status::Stopped | Status::Creating) {
             // SAFETY: kill(2) of the recorded init, checked alive by pid and start time.
             if unsafe { libc::kill(rec.pid, signal) } < 0 && !all {
                 return Err(crate::io_err(format!("kill pid {}", rec.pid))(
@@ -179,8 +186,10 @@ impl Backend for Native {
     }
 
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
-        let cgroup = cgroup_of(rec);
-        if self.status(c, rec) != Status::Stopped {
+        if !matches!(
+            self.status(c.dir(), rec),
+            Status::Stopped | Status::Creating
+        ) {
             // SAFETY: kill(2) of the recorded, live init.
             unsafe { libc::kill(rec.pid, libc::SIGKILL) };
             if let Ok(fd) = berth_state::pidfd_open(rec.pid) {
@@ -190,8 +199,11 @@ impl Backend for Native {
                 );
             }
         }
-        // Without a pid namespace, other processes can outlive the init.
-        cgroup.kill_and_remove()?;
+        // Without a pid namespace, other processes can outlive the init. A
+        // shared cgroup holds others' processes: leave it alone.
+        if !rec.cgroup_shared {
+            cgroup_of(rec).kill_and_remove()?;
+        }
         Ok(())
     }
 }

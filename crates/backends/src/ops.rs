@@ -76,6 +76,7 @@ impl Runtime {
                 .collect(),
             backend: backend_name,
             cgroup_paths: Default::default(),
+            cgroup_shared: false,
             config: serde_json::to_value(&bundle.spec).unwrap_or_default(),
             status_hint: None,
         };
@@ -93,16 +94,7 @@ impl Runtime {
         });
         match created {
             Ok(created) => Ok((container, rec, created)),
-            Err(e) => {
-                // Report the cause; then say what cleanup could not undo.
-                if let Err(cleanup) = engine
-                    .destroy(&container, &rec)
-                    .and_then(|_| Ok(container.destroy()?))
-                {
-                    (self.warn)(&format!("cleanup after failed create of {id}: {cleanup}"));
-                }
-                Err(e)
-            }
+            Err(e) => Err(abandon(engine.as_ref(), container, &rec, e)),
         }
     }
 
@@ -146,17 +138,17 @@ impl Runtime {
         }
     }
 
+    /// Lock-free: a hook may call `berth state` while `create` holds the lock.
     pub fn state(&self, id: &str) -> Result<OciState> {
-        let c = self.root.open(id)?;
-        let rec = c.load().map_err(|e| not_found_if_missing(e, id))?;
-        let status = backend(&rec.backend)?.status(&c, &rec);
+        let (dir, rec) = self.root.read(id)?;
+        let status = backend(&rec.backend)?.status(&dir, &rec);
         Ok(rec.oci_state(status))
     }
 
+    /// Lock-free, like `state`: signals need no exclusive access.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
-        let c = self.root.open(id)?;
-        let rec = c.load().map_err(|e| not_found_if_missing(e, id))?;
-        backend(&rec.backend)?.kill(&c, &rec, signal, all)
+        let (dir, rec) = self.root.read(id)?;
+        backend(&rec.backend)?.kill(&dir, &rec, signal, all)
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
@@ -180,7 +172,7 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         let engine = backend(&rec.backend)?;
-        let status = engine.status(&c, &rec);
+        let status = engine.status(c.dir(), &rec);
         if !force && !matches!(status, Status::Stopped | Status::Created) {
             return Err(BackendError::NotStopped {
                 id: id.into(),
@@ -219,25 +211,39 @@ impl Runtime {
         let (c, rec, created) = self.create_locked(id, opts, !detach)?;
         let engine = backend(&rec.backend)?;
         if let Err(e) = engine.start(&c, &rec) {
-            let _ = engine.destroy(&c, &rec);
-            let _ = c.destroy();
-            return Err(e);
+            return Err(abandon(engine.as_ref(), c, &rec, e));
         }
         self.poststart(&rec);
         let Some(fg) = fg else { return Ok(0) };
         drop(c); // others may inspect the container while it runs
         let status = fg
             .wait(created.pid, created.console_master)
-            .map_err(io_err("wait for the container"))?;
+            .map_err(io_err("wait for the container"));
         match self.delete(id, true) {
             Ok(()) | Err(BackendError::State(StateError::NotFound(_))) => {}
             Err(e) => (self.warn)(&format!("delete {id} after it exited: {e}")),
         }
-        Ok(status)
+        status
     }
 }
 
-fn terminal(spec: &oci_spec::runtime::Spec) -> bool {
+/// Remove a container whose create or start failed with `cause`. The cause
+/// comes first; what cleanup could not undo follows it.
+fn abandon(
+    engine: &dyn crate::Backend,
+    c: Container,
+    rec: &Record,
+    cause: BackendError,
+) -> BackendError {
+    match engine.destroy(&c, rec).and_then(|_| Ok(c.destroy()?)) {
+        Ok(()) => cause,
+        Err(cleanup) => BackendError::Invalid(format!(
+            "{cause} (and cleaning up after it failed: {cleanup})"
+        )),
+    }
+}
+
+pub(crate) fn terminal(spec: &oci_spec::runtime::Spec) -> bool {
     spec.process()
         .as_ref()
         .and_then(|p| p.terminal())
@@ -257,14 +263,6 @@ fn hooks_of(
 
 fn state_missing(e: &StateError) -> bool {
     matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
-}
-
-fn not_found_if_missing(e: StateError, id: &str) -> StateError {
-    if state_missing(&e) {
-        StateError::NotFound(id.into())
-    } else {
-        e
-    }
 }
 
 /// Write the pid file as runc does: a temp file beside it, renamed over.

@@ -97,15 +97,32 @@ impl Hierarchies {
             .iter()
             .map(|h| {
                 let rel = if inner.starts_with('/') {
-                    PathBuf::from(inner.trim_start_matches('/'))
+                    clean(&inner)
                 } else {
-                    h.own.strip_prefix("/").unwrap_or(&h.own).join(&inner)
+                    clean(&format!("{}/{inner}", h.own.display()))
                 };
                 (h.key.clone(), h.mountpoint.join(rel))
             })
             .collect();
         Ok(Cgroup { paths })
     }
+}
+
+/// `path` made relative to the hierarchy's root, with `.` and `..` resolved
+/// lexically and never above the root (as runc cleans cgroup paths): a
+/// cgroupsPath can never name a directory outside cgroupfs.
+fn clean(path: &str) -> PathBuf {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.iter().collect()
 }
 
 fn read(path: &str) -> Result<String, CgroupError> {
@@ -269,6 +286,12 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
+    /// Whether any of the directories exists already (the container joins
+    /// a cgroup it shares with others, so berth must not remove it).
+    pub fn exists(&self) -> bool {
+        self.paths.values().any(|p| p.is_dir())
+    }
+
     /// Create every directory (parents too). Joining an existing cgroup is fine.
     pub fn create(&self) -> Result<(), CgroupError> {
         for (key, path) in &self.paths {
@@ -462,6 +485,13 @@ mod tests {
         assert_eq!(
             cg.paths["unified"],
             PathBuf::from("/sys/fs/cgroup/unified/u/c1")
+        );
+        let cg = h.container(Some("/../../x/./y/.."), "c1").unwrap();
+        assert_eq!(cg.paths["memory"], PathBuf::from("/sys/fs/cgroup/memory/x"));
+        let cg = h.container(Some("../../../etc"), "c1").unwrap();
+        assert_eq!(
+            cg.paths["memory"],
+            PathBuf::from("/sys/fs/cgroup/memory/etc")
         );
         let cg = h.container(Some("/x/y"), "c1").unwrap();
         assert_eq!(

@@ -32,7 +32,7 @@ pub struct ChildFds {
 }
 
 fn fail(sync: RawFd, f: Failed) -> ! {
-    let _ = sync::send_fd(sync, &Msg::Error(f.to_string()));
+    let _ = sync::send(sync, &Msg::Error(f.to_string()));
     sys::exit_now(1)
 }
 
@@ -57,7 +57,7 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     if plan.new_userns {
         sys::unshare(libc::CLONE_NEWUSER).ctx(|| "create user namespace".into())?;
     }
-    sync::send_small(sync, b'H').ctx(|| "sync with parent".into())?;
+    sync::send(sync, &Msg::Hello).ctx(|| "sync with parent".into())?;
     match sync::recv(sync) {
         Ok(Some(Msg::Go)) => {}
         Ok(_) => sys::exit_now(1), // the parent failed and reports it
@@ -81,7 +81,7 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     if pid == 0 {
         init(plan, fds)
     }
-    sync::send_fd(sync, &Msg::Pid(pid)).ctx(|| "sync with parent".into())
+    sync::send(sync, &Msg::Pid(pid)).ctx(|| "sync with parent".into())
 }
 
 /// While waiting for `start`, pid 1 of a pid namespace ignores signals it
@@ -153,7 +153,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     }
     let mut started_state = Vec::new();
     if plan.hook_sync {
-        sync::send_small(sync, b'K').ctx(|| "sync with parent".into())?;
+        sync::send(sync, &Msg::HookPoint).ctx(|| "sync with parent".into())?;
         match sync::recv(sync) {
             Ok(Some(Msg::Continue { creating, created })) => {
                 berth_hooks::run_all(&plan.create_container_hooks, &creating).map_err(|e| {
@@ -194,7 +194,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     // Reopened now (the O_PATH descriptor is no use for writing); the open
     // blocks until `berth start` opens the read end.
     let fifo_path = sys::FdPath::new(fds.fifo.as_raw_fd());
-    sync::send_small(sync, b'R').ctx(|| "sync with parent".into())?;
+    sync::send(sync, &Msg::Ready).ctx(|| "sync with parent".into())?;
     let fifo = match sys::openat(libc::AT_FDCWD, fifo_path.as_cstr(), libc::O_WRONLY, 0) {
         Ok(f) => f,
         Err(_) => sys::exit_now(1),

@@ -158,7 +158,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         cg.add(stage1)
             .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
     }
-    sync::send(&parent_sync, &sync::Msg::Go).map_err(io_err("sync with container"))?;
+    sync::send(sock, &sync::Msg::Go).map_err(io_err("sync with container"))?;
     let pid = match recv(sock)? {
         sync::Msg::Pid(p) => p,
         other => return Err(unexpected(other)),
@@ -182,7 +182,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
                     }
                 })?;
                 let created = cb.hook_state(pid, "created");
-                sync::send(&parent_sync, &sync::Msg::Continue { creating, created })
+                sync::send(sock, &sync::Msg::Continue { creating, created })
                     .map_err(io_err("sync with container"))?;
             }
             sync::Msg::Ready => break,

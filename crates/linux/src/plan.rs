@@ -5,7 +5,6 @@
 //! exec the child only walks this plan and makes syscalls. Planning is pure
 //! and unit-tested; the integration tests prove the syscalls.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
@@ -120,12 +119,10 @@ pub struct Options {
 
 #[derive(Debug)]
 pub struct Plan {
-    pub id: String,
     // Namespaces.
     pub joins: Vec<Join>,
     pub new_userns: bool,
     pub unshare_flags: i32,
-    pub new_pidns: bool,
     pub uid_map: Vec<u8>,
     pub gid_map: Vec<u8>,
     pub time_offsets: Option<Vec<u8>>,
@@ -212,11 +209,8 @@ impl Plan {
         let mut joins = Vec::new();
         let mut unshare_flags = 0;
         let mut new_userns = false;
-        let mut new_pidns = false;
-        let mut has = HashMap::new();
         for ns in &namespaces {
             let flag = ns.typ() as i32;
-            has.insert(ns.typ(), ns.path().is_none());
             match ns.path() {
                 Some(path) => {
                     let fd = std::fs::File::open(path).map_err(|e| {
@@ -229,12 +223,7 @@ impl Plan {
                     });
                 }
                 None if ns.typ() == LinuxNamespaceType::User => new_userns = true,
-                None => {
-                    if ns.typ() == LinuxNamespaceType::Pid {
-                        new_pidns = true;
-                    }
-                    unshare_flags |= flag;
-                }
+                None => unshare_flags |= flag,
             }
         }
         if unshare_flags & libc::CLONE_NEWNS == 0 {
@@ -459,11 +448,9 @@ impl Plan {
         };
 
         Ok(Plan {
-            id: id.to_string(),
             joins,
             new_userns,
             unshare_flags,
-            new_pidns,
             uid_map: fmt_map(linux.uid_mappings()),
             gid_map: fmt_map(linux.gid_mappings()),
             time_offsets,
@@ -557,26 +544,34 @@ fn rlimit_resource(name: &str) -> Option<u32> {
 /// HOME for `uid` from the container's /etc/passwd (read beneath the rootfs,
 /// never following a link out of it), "/" when there is none.
 fn home_dir(rootfs: &Path, uid: u32) -> String {
-    let Ok(root) = std::fs::File::open(rootfs) else {
-        return "/".into();
-    };
+    passwd_home(rootfs, uid).unwrap_or_else(|| "/".into())
+}
+
+fn passwd_home(rootfs: &Path, uid: u32) -> Option<String> {
+    use std::io::Read;
+    let root = std::fs::File::open(rootfs).ok()?;
+    // The image's file: never block on a fifo or read a device, never
+    // follow a link out of the rootfs, never read more than a sane size.
     let fd = crate::sys::openat2(
         std::os::fd::AsRawFd::as_raw_fd(&root),
         c"etc/passwd",
-        libc::O_RDONLY,
+        libc::O_RDONLY | libc::O_NONBLOCK,
         0,
         crate::sys::RESOLVE_IN_ROOT,
-    );
-    let Ok(fd) = fd else { return "/".into() };
-    let text = std::io::read_to_string(std::fs::File::from(fd)).unwrap_or_default();
+    )
+    .ok()?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(4 << 20).read_to_string(&mut text).ok()?;
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
         })
-        .next()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/".into())
+        .find(|h| !h.is_empty())
 }
 
 fn mount_step(

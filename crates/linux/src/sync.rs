@@ -3,7 +3,7 @@
 //! EOF means the other side exited.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
@@ -55,10 +55,10 @@ impl Msg {
             }
             Msg::HookPoint => out.push(b'K'),
             Msg::Continue { creating, created } => {
+                // A header only: the payload follows in chunks (see `send`).
                 out.push(b'C');
                 out.extend_from_slice(&(creating.len() as u32).to_le_bytes());
-                out.extend_from_slice(creating);
-                out.extend_from_slice(created);
+                out.extend_from_slice(&(created.len() as u32).to_le_bytes());
             }
             Msg::Ready => out.push(b'R'),
             Msg::Error(e) => {
@@ -78,12 +78,12 @@ impl Msg {
             b'P' => Msg::Pid(i32::from_le_bytes(rest.try_into().map_err(|_| bad())?)),
             b'K' => Msg::HookPoint,
             b'C' => {
-                let (len, rest) = rest.split_at_checked(4).ok_or_else(bad)?;
-                let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
-                let (creating, created) = rest.split_at_checked(len).ok_or_else(bad)?;
+                // The header; `recv` reads the payload chunks into these.
+                let lens: [u8; 8] = rest.try_into().map_err(|_| bad())?;
+                let len = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize;
                 Msg::Continue {
-                    creating: creating.to_vec(),
-                    created: created.to_vec(),
+                    creating: Vec::with_capacity(len(&lens[..4])),
+                    created: Vec::with_capacity(len(&lens[4..])),
                 }
             }
             b'R' => Msg::Ready,
@@ -93,17 +93,17 @@ impl Msg {
     }
 }
 
-/// Small fixed-size messages are sent without allocating.
-pub fn send_small(fd: RawFd, tag: u8) -> io::Result<()> {
-    send_raw(fd, &[tag])
-}
+/// Payloads travel in datagrams this large, well under the socket's limit.
+const CHUNK: usize = 32 * 1024;
 
-pub fn send(fd: &impl AsRawFd, msg: &Msg) -> io::Result<()> {
-    send_raw(fd.as_raw_fd(), &msg.encode())
-}
-
-pub fn send_fd(fd: RawFd, msg: &Msg) -> io::Result<()> {
-    send_raw(fd, &msg.encode())
+pub fn send(fd: RawFd, msg: &Msg) -> io::Result<()> {
+    send_raw(fd, &msg.encode())?;
+    if let Msg::Continue { creating, created } = msg {
+        for chunk in creating.chunks(CHUNK).chain(created.chunks(CHUNK)) {
+            send_raw(fd, chunk)?;
+        }
+    }
+    Ok(())
 }
 
 fn send_raw(fd: RawFd, buf: &[u8]) -> io::Result<()> {
@@ -129,6 +129,29 @@ fn send_raw(fd: RawFd, buf: &[u8]) -> io::Result<()> {
 
 /// Receive one message; `Ok(None)` on EOF (the peer exited).
 pub fn recv(fd: RawFd) -> io::Result<Option<Msg>> {
+    let Some(mut msg) = recv_datagram(fd)?.map(|b| Msg::decode(&b)).transpose()? else {
+        return Ok(None);
+    };
+    if let Msg::Continue { creating, created } = &mut msg {
+        for buf in [creating, created] {
+            while buf.len() < buf.capacity() {
+                let Some(chunk) = recv_datagram(fd)? else {
+                    return Ok(None);
+                };
+                if chunk.len() > buf.capacity() - buf.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "oversized sync chunk",
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(Some(msg))
+}
+
+fn recv_datagram(fd: RawFd) -> io::Result<Option<Vec<u8>>> {
     loop {
         // Peek at the datagram's real size first (MSG_TRUNC reports it).
         let mut probe = [0u8; 1];
@@ -162,7 +185,7 @@ pub fn recv(fd: RawFd) -> io::Result<Option<Msg>> {
             return Err(e);
         }
         buf.truncate(got as usize);
-        return Msg::decode(&buf).map(Some);
+        return Ok(Some(buf));
     }
 }
 
@@ -203,26 +226,39 @@ pub fn recv_file(sock: RawFd) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn messages_round_trip() {
         let (a, b) = socketpair().unwrap();
-        for m in [
+        let msgs = vec![
             Msg::Hello,
             Msg::Go,
             Msg::Pid(4242),
             Msg::HookPoint,
             Msg::Continue {
                 creating: b"{\"a\":1}".to_vec(),
-                created: vec![b'x'; 100_000],
+                created: vec![b'x'; 1_000_000],
+            },
+            Msg::Continue {
+                creating: Vec::new(),
+                created: Vec::new(),
             },
             Msg::Ready,
             Msg::Error("mount proc: EPERM".into()),
-        ] {
-            send(&a, &m).unwrap();
-            assert_eq!(recv(b.as_raw_fd()).unwrap(), Some(m));
+        ];
+        let expected: Vec<_> = msgs.iter().map(|m| format!("{m:?}")).collect();
+        // Larger than the socket buffer: the sender needs a reader.
+        let sender = std::thread::spawn(move || {
+            for m in &msgs {
+                send(a.as_raw_fd(), m).unwrap();
+            }
+        });
+        for want in expected {
+            let got = recv(b.as_raw_fd()).unwrap().unwrap();
+            assert_eq!(format!("{got:?}"), want);
         }
-        drop(a);
+        sender.join().unwrap();
         assert_eq!(recv(b.as_raw_fd()).unwrap(), None);
     }
 }

@@ -32,6 +32,10 @@ pub struct Record {
     /// Controller name, or `"unified"` on cgroup v2, to the absolute cgroup dir.
     #[serde(default)]
     pub cgroup_paths: BTreeMap<String, PathBuf>,
+    /// The cgroup existed before the container (it is shared): delete
+    /// neither signals everything in it nor removes it.
+    #[serde(default)]
+    pub cgroup_shared: bool,
     /// The validated config.json, kept for `delete` (poststop hooks) and friends.
     #[serde(default)]
     pub config: serde_json::Value,
@@ -182,6 +186,7 @@ pub(crate) mod tests {
             annotations: BTreeMap::new(),
             backend: "native".into(),
             cgroup_paths: [("unified".to_string(), PathBuf::from("/sys/fs/cgroup/x"))].into(),
+            cgroup_shared: false,
             config: serde_json::json!({"ociVersion": "1.0.2-dev", "process": {"args": ["sh"]}}),
             status_hint: None,
         }

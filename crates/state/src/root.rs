@@ -74,6 +74,26 @@ impl Root {
         self.lock(id, self.path.join(id))
     }
 
+    /// Read a container's record without taking its lock: `state.json` is
+    /// only ever replaced by rename, so a reader sees the old or the new
+    /// record, never part of one. For `state`, `list` and `kill`, which must
+    /// not wait for (or deadlock with) a command holding the lock, e.g. a
+    /// hook calling `berth state` during `create`. Returns the container's
+    /// directory too. A missing container or record is [`StateError::NotFound`].
+    pub fn read(&self, id: &str) -> Result<(PathBuf, Record), StateError> {
+        validate_id(id)?;
+        let dir = self.path.join(id);
+        let path = dir.join(STATE_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if is_missing(&e) => return Err(StateError::NotFound(id.to_string())),
+            Err(e) => return Err(StateError::io("read", &path, e)),
+        };
+        let rec =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Json { path, source })?;
+        Ok((dir, rec))
+    }
+
     /// Ids of all containers under the root, sorted. A missing root is empty.
     pub fn list(&self) -> Result<Vec<String>, StateError> {
         let entries = match fs::read_dir(&self.path) {
