@@ -194,6 +194,9 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     // Reopened now (the O_PATH descriptor is no use for writing); the open
     // blocks until `berth start` opens the read end.
     let fifo_path = sys::FdPath::new(fds.fifo.as_raw_fd());
+    sys::fstatat(libc::AT_FDCWD, fifo_path.as_cstr(), 0).ctx(|| {
+        "reach the exec fifo through /proc/self/fd (is /proc mounted in the container?)".into()
+    })?;
     sync::send(sync, &Msg::Ready).ctx(|| "sync with parent".into())?;
     let fifo = match sys::openat(libc::AT_FDCWD, fifo_path.as_cstr(), libc::O_WRONLY, 0) {
         Ok(f) => f,

@@ -276,6 +276,14 @@ impl Plan {
             .flatten()
             .map(|m| mount_step(m, bundle_dir, cgroup))
             .collect::<Result<Vec<_>, _>>()?;
+        let has_proc = mounts
+            .iter()
+            .any(|m| m.dest.as_bytes() == b"proc" && m.fstype.as_deref() == Some(c"proc"));
+        if !has_proc {
+            return Err(LinuxError::Plan(
+                "mounts: the native backend needs a mount of type \"proc\" at /proc (it reaches the exec fifo and the pty through /proc/self/fd)".into(),
+            ));
+        }
         let dev_bound = mounts
             .iter()
             .any(|m| m.dest.as_bytes() == b"dev" && matches!(m.kind, MountKind::Bind { .. }));
