@@ -5,11 +5,19 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `berth --version` / `-v`, in runc's shape ("runc version X" is what tools parse).
+pub const VERSION: &str = concat!(
+    "berth version ",
+    env!("CARGO_PKG_VERSION"),
+    "\nspec: ",
+    "1.2.1\n"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
     about = "berth: a runc-compatible OCI container runtime",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.1"),
+    disable_version_flag = true,
     disable_help_subcommand = true
 )]
 pub struct Cli {

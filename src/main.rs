@@ -16,6 +16,10 @@ use cli::{Cli, Command, CreateArgs, ListFormat};
 use log::{Level, Logger};
 
 fn main() -> ExitCode {
+    if matches!(std::env::args().nth(1).as_deref(), Some("--version" | "-v")) {
+        print!("{}", cli::VERSION);
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
