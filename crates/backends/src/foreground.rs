@@ -20,19 +20,7 @@ fn caught_signals() -> SigSet {
     // SAFETY: set is a valid sigset_t.
     unsafe { libc::sigemptyset(&mut set) };
     for sig in 1..=libc::SIGRTMAX() {
-        let fault = matches!(
-            sig,
-            libc::SIGKILL
-                | libc::SIGSTOP
-                | libc::SIGSEGV
-                | libc::SIGBUS
-                | libc::SIGILL
-                | libc::SIGFPE
-                | libc::SIGTRAP
-                | libc::SIGSYS
-                | libc::SIGABRT
-        );
-        if !fault {
+        if !berth_linux::is_uncatchable_or_fault(sig) {
             // SAFETY: set is initialised; glibc refuses its reserved
             // real-time signals with EINVAL, which is fine.
             unsafe { libc::sigaddset(&mut set, sig) };

@@ -93,25 +93,18 @@ extern "C" fn die_on_signal(sig: libc::c_int) {
 /// Signals that keep their default action before exec: those that cannot be
 /// caught, job control and notifications, and faults.
 fn keeps_default(sig: i32) -> bool {
-    matches!(
-        sig,
-        libc::SIGKILL
-            | libc::SIGSTOP
-            | libc::SIGCHLD
-            | libc::SIGCONT
-            | libc::SIGWINCH
-            | libc::SIGURG
-            | libc::SIGSEGV
-            | libc::SIGBUS
-            | libc::SIGILL
-            | libc::SIGFPE
-            | libc::SIGTRAP
-            | libc::SIGSYS
-            | libc::SIGABRT
-            | libc::SIGTSTP
-            | libc::SIGTTIN
-            | libc::SIGTTOU
-    ) || (32..libc::SIGRTMIN()).contains(&sig)
+    crate::is_uncatchable_or_fault(sig)
+        || matches!(
+            sig,
+            libc::SIGCHLD
+                | libc::SIGCONT
+                | libc::SIGWINCH
+                | libc::SIGURG
+                | libc::SIGTSTP
+                | libc::SIGTTIN
+                | libc::SIGTTOU
+        )
+        || (32..libc::SIGRTMIN()).contains(&sig)
 }
 
 /// The container init. Never returns.

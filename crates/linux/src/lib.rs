@@ -28,6 +28,23 @@ use oci_spec::runtime::Spec;
 pub use plan::Options;
 pub use sync::recv_file;
 
+/// Signals that can't be caught, and faults a process raises on itself:
+/// neither berth's init nor a foreground `run` handles these.
+pub fn is_uncatchable_or_fault(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGKILL
+            | libc::SIGSTOP
+            | libc::SIGSEGV
+            | libc::SIGBUS
+            | libc::SIGILL
+            | libc::SIGFPE
+            | libc::SIGTRAP
+            | libc::SIGSYS
+            | libc::SIGABRT
+    )
+}
+
 /// The exec fifo's name in the container's state directory. Its existence
 /// means the container is created and not yet started.
 pub const EXEC_FIFO: &str = "exec.fifo";
