@@ -511,14 +511,18 @@ fn foreground_forwards(args: Value, sig: i32, want: i32) {
     b.write();
     let id = rt.id();
     let mut cmd = rt.command(&["run", "--bundle", b.path_str(), &id]);
+    let stderr_path = rt.tempdir().join("berth-run.stderr");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
     let mut berth = Reap(Some(cmd.spawn().expect("spawn berth run")));
     let berth_pid = berth.0.as_ref().unwrap().id() as i32;
     assert!(
         eventually(15, || rt.status(&id).as_deref() == Some("running")),
-        "the container never ran"
+        "the container never ran (status {:?}); berth run: {:?}; stderr: {}",
+        rt.status(&id),
+        berth.0.as_mut().unwrap().try_wait(),
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
     );
     // The init is pid 1 of its namespace: until its handler is in place a
     // forwarded signal would be ignored, so wait for it.

@@ -161,6 +161,8 @@ impl Backend for Native {
         }
         if berth_linux::is_created(dir) {
             Status::Created
+        } else if berth_linux::is_creating(dir) {
+            Status::Creating
         } else {
             Status::Running
         }

@@ -49,6 +49,10 @@ pub fn is_uncatchable_or_fault(sig: i32) -> bool {
 /// means the container is created and not yet started.
 pub const EXEC_FIFO: &str = "exec.fifo";
 
+/// The exec fifo's name while `create` is still running (hooks included);
+/// renamed to [`EXEC_FIFO`] once the init is ready.
+pub const CREATING_FIFO: &str = "creating.fifo";
+
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxError {
     #[error("{0}")]
@@ -210,6 +214,9 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         Some(c) => Some(sync::recv_file(c.as_raw_fd()).map_err(io_err("receive the pty master"))?),
         None => None,
     };
+    // From now on the container is "created" rather than "creating".
+    std::fs::rename(&fifo_path, req.state_dir.join(EXEC_FIFO))
+        .map_err(io_err(format!("rename {}", fifo_path.display())))?;
     guard.disarm();
     Ok(Created {
         pid,
@@ -283,7 +290,7 @@ fn path_c(p: &Path) -> Result<CString, LinuxError> {
 }
 
 fn make_fifo(state_dir: &Path) -> Result<std::path::PathBuf, LinuxError> {
-    let path = state_dir.join(EXEC_FIFO);
+    let path = state_dir.join(CREATING_FIFO);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| {
         LinuxError::Io {
             what: format!("create exec fifo {}", path.display()),
@@ -310,6 +317,11 @@ fn write_id_maps(pid: i32, plan: &plan::Plan) -> Result<(), LinuxError> {
 /// Whether the container is created and waiting for `start`.
 pub fn is_created(state_dir: &Path) -> bool {
     state_dir.join(EXEC_FIFO).exists()
+}
+
+/// Whether `create` has not finished yet (or was killed before it did).
+pub fn is_creating(state_dir: &Path) -> bool {
+    state_dir.join(CREATING_FIFO).exists()
 }
 
 /// Let a created container's init exec its process: open the fifo's read
