@@ -131,3 +131,54 @@ fn foreground_run_with_terminal_through_crun() {
     assert_eq!(code, Some(5), "{out:?}");
     assert!(!rt.root().join(&id).exists());
 }
+
+/// `process.consoleSize` sizes the pty berth sends to `--console-socket`.
+#[test]
+fn console_size_sets_the_pty_window() {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{FromRawFd, RawFd};
+
+    let rt = Runtime::new("consolesize");
+    let mut b = rt.bundle();
+    b.set("/process/terminal", json!(true));
+    b.set("/process/consoleSize", json!({"height": 33, "width": 101}));
+    b.set("/process/args", json!(["true"]));
+    b.write();
+    let sock_path = rt.tempdir().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let accept = std::thread::spawn(move || -> Option<OwnedFd> {
+        let (s, _) = listener.accept().ok()?;
+        let mut buf = [0u8; 256];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg =
+            recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).ok()?;
+        for c in msg.cmsgs().ok()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel installed this descriptor for us.
+                return fds.first().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        None
+    });
+    let id = rt.id();
+    rt.run(&[
+        "create",
+        "--bundle",
+        b.path_str(),
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        &id,
+    ])
+    .ok();
+    let master = accept.join().unwrap().expect("no pty master received");
+    // SAFETY: a zeroed winsize is valid; TIOCGWINSZ fills it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize through the pointer.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) },
+        0
+    );
+    assert_eq!((ws.ws_row, ws.ws_col), (33, 101));
+    rt.run(&["delete", "--force", &id]).ok();
+}

@@ -16,6 +16,7 @@ use crate::tables::{
 /// Fields berth does not implement yet; setting any of them is an error.
 const UNSUPPORTED: &[&[&str]] = &[
     &["linux", "seccomp"],
+    &["vm"],
     &["linux", "mountLabel"],
     &["linux", "intelRdt"],
     &["linux", "personality"],

@@ -892,3 +892,13 @@ fn a_new_mount_namespace_is_required() {
         "joining a mount namespace is not supported",
     );
 }
+
+#[test]
+fn a_vm_section_is_refused() {
+    let found = problems(&config(|c| {
+        c["vm"] = json!({ "hypervisor": { "path": "/usr/bin/qemu" } });
+    }));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "vm");
+    assert!(found[0].msg.contains("not supported yet"), "{found:#?}");
+}

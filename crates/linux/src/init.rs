@@ -163,7 +163,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     rootfs::enter(plan, &root)?;
     drop(root);
     if plan.terminal {
-        setup_console(fds)?;
+        setup_console(plan, fds)?;
     }
     rootfs::finish(plan)?;
     if let Some(k) = &plan.keyring {
@@ -248,7 +248,7 @@ fn die(fifo: RawFd, msg: &str) -> ! {
     sys::exit_now(127)
 }
 
-fn setup_console(fds: &ChildFds) -> Res<()> {
+fn setup_console(plan: &Plan, fds: &ChildFds) -> Res<()> {
     let Some(console) = &fds.console else {
         return Err(Failed {
             what: "process.terminal: no console socket".into(),
@@ -257,6 +257,10 @@ fn setup_console(fds: &ChildFds) -> Res<()> {
     };
     let (master, slave) =
         sys::open_pty(c"/dev/ptmx").ctx(|| "process.terminal: open /dev/ptmx".into())?;
+    if let Some((rows, cols)) = plan.console_size {
+        sys::set_winsize(master.as_raw_fd(), rows, cols)
+            .ctx(|| format!("process.consoleSize: set {cols}x{rows}"))?;
+    }
     // /dev/console is the pty, as runc sets it up.
     let slave_at = sys::FdPath::new(slave.as_raw_fd());
     match sys::openat(

@@ -146,6 +146,8 @@ pub struct Plan {
     // Process.
     pub oom_score_adj: Option<Vec<u8>>,
     pub terminal: bool,
+    /// process.consoleSize as (rows, columns).
+    pub console_size: Option<(u16, u16)>,
     pub rlimits: Vec<(u32, u64, u64, String)>,
     pub uid: u32,
     pub gid: u32,
@@ -482,6 +484,10 @@ impl Plan {
             no_pivot: opts.no_pivot,
             oom_score_adj: process.oom_score_adj().map(|v| v.to_string().into_bytes()),
             terminal: process.terminal().unwrap_or(false),
+            console_size: process.console_size().as_ref().map(|b| {
+                let clamp = |v: u64| v.min(u64::from(u16::MAX)) as u16;
+                (clamp(b.height()), clamp(b.width()))
+            }),
             rlimits,
             uid: user.uid(),
             gid: user.gid(),

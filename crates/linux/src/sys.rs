@@ -463,6 +463,18 @@ pub fn open_pty(ptmx: &CStr) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
 }
 
+/// Set a terminal's window size.
+pub fn set_winsize(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct.
+    check_int(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) }).map(drop)
+}
+
 /// Make `fd` the controlling terminal (of the session the init leads) and stdio.
 pub fn make_controlling_tty(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain syscalls on descriptors.
