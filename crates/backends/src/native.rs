@@ -19,16 +19,24 @@ fn cgroup_of(rec: &Record) -> Cgroup {
     }
 }
 
+/// The device cgroup rules, as runc applies them: deny everything, then the
+/// config's rules in order, then the default devices and the devices the
+/// config creates, which stay usable whatever the rules say.
 fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
-    let configured = spec
-        .linux()
-        .as_ref()
+    let linux = spec.linux().as_ref();
+    let configured = linux
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    let mut rules: Vec<DeviceRule> = configured
-        .iter()
-        .map(|d| DeviceRule {
+    let mut rules = vec![DeviceRule {
+        allow: false,
+        kind: 'a',
+        major: None,
+        minor: None,
+        access: "rwm".into(),
+    }];
+    rules.extend(configured.iter().map(|d| {
+        DeviceRule {
             allow: d.allow(),
             kind: d
                 .typ()
@@ -36,20 +44,10 @@ fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
             major: d.major(),
             minor: d.minor(),
             access: d.access().clone().unwrap_or_else(|| "rwm".into()),
-        })
-        .collect();
-    if rules.is_empty() {
-        return rules;
-    }
-    // As runc: whatever the rules say, the default devices stay usable, and
-    // so do the devices the config creates.
+        }
+    }));
     rules.extend(berth_cgroups::default_device_rules());
-    for d in spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().clone())
-        .unwrap_or_default()
-    {
+    for d in linux.and_then(|l| l.devices().clone()).unwrap_or_default() {
         rules.push(DeviceRule {
             allow: true,
             kind: d.typ().as_str().chars().next().unwrap_or('c'),
@@ -101,9 +99,9 @@ impl Backend for Native {
         rec.cgroup_shared = cgroup.exists();
         req.container.save(rec)?;
         cgroup.create()?;
-        let rules = device_rules(spec);
-        if !rules.is_empty() {
-            cgroup.apply_devices(&rules)?;
+        // A shared cgroup's device rules belong to whoever made it.
+        if !rec.cgroup_shared {
+            cgroup.apply_devices(&device_rules(spec))?;
         }
         let console = match (&req.opts.console_socket, req.keep_console) {
             (Some(p), _) => Console::Socket(p),

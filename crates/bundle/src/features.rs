@@ -27,7 +27,9 @@ pub fn features() -> Value {
         "linux": {
             "namespaces": namespaces,
             "capabilities": known_capabilities(),
-            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false },
+            // v2 needs an eBPF device program for the device rules every
+            // container gets; until then only v1 (and hybrid) hosts.
+            "cgroup": { "v1": true, "v2": false, "systemd": false, "systemdUser": false },
             "seccomp": { "enabled": false },
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },

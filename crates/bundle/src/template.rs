@@ -49,9 +49,16 @@ pub fn template(rootless: bool) -> Spec {
             .gid_mappings(vec![to_root(gid)]);
     }
     let mut linux = linux.build().expect("linux");
-    // Resources (cgroup limits) aren't implemented yet; the builder's default
-    // carries an empty device list, leave the field out entirely.
-    linux.set_resources(None);
+    // As runc's template: no device access but what is allowed (berth also
+    // allows the default devices, as runc does).
+    let deny_all: oci_spec::runtime::LinuxDeviceCgroup =
+        serde_json::from_value(serde_json::json!({ "allow": false, "access": "rwm" }))
+            .expect("device rule");
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(serde_json::json!({ "devices": [deny_all] })).expect("resources");
+    // A rootless container has no cgroup of its own to hold device rules
+    // (runc's rootless template drops resources too).
+    linux.set_resources((!rootless).then_some(resources));
     SpecBuilder::default()
         .version(oci_spec::runtime::VERSION)
         .root(

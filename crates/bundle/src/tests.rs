@@ -101,8 +101,13 @@ fn rootless_template_maps_caller_and_drops_network() {
 }
 
 #[test]
-fn template_has_no_resources() {
-    assert!(template(false)
+fn template_denies_devices_unless_rootless() {
+    let spec = serde_json::to_value(template(false)).unwrap();
+    assert_eq!(
+        spec["linux"]["resources"],
+        json!({ "devices": [{ "allow": false, "access": "rwm" }] })
+    );
+    assert!(template(true)
         .linux()
         .as_ref()
         .unwrap()
@@ -830,7 +835,7 @@ fn features_come_from_the_tables() {
     assert_eq!(f["linux"]["capabilities"][0], "CAP_CHOWN");
     assert_eq!(
         f["linux"]["cgroup"],
-        json!({ "v1": true, "v2": true, "systemd": false, "systemdUser": false })
+        json!({ "v1": true, "v2": false, "systemd": false, "systemdUser": false })
     );
     assert_eq!(f["linux"]["seccomp"]["enabled"], false);
     assert_eq!(f["annotations"]["run.berth.backends"], "native,crun");

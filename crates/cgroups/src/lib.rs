@@ -26,7 +26,7 @@ pub enum CgroupError {
     Remove { path: PathBuf, source: io::Error },
     #[error("no cgroup hierarchy is mounted (looked in /proc/self/mountinfo)")]
     NoHierarchy,
-    #[error("linux.resources.devices: device rules need the v1 devices controller, which is not mounted on this host (cgroup v2 device programs are not supported yet)")]
+    #[error("device cgroup: berth confines a container's devices with the cgroup v1 devices controller, which this host does not mount (cgroup v2 device programs are not supported yet)")]
     NoDevicesController,
     #[error("linux.cgroupsPath {0:?}: the systemd \"slice:prefix:name\" form needs --systemd-cgroup, which is not supported yet")]
     SystemdPath(String),
@@ -258,7 +258,8 @@ impl DeviceRule {
 }
 
 /// The devices every container may use whatever its rules say, as runc
-/// allows them: null, zero, full, tty, random, urandom, ptmx and the ptys.
+/// allows them: mknod of any node, and null, zero, full, tty, random,
+/// urandom, ptmx and the ptys.
 pub fn default_device_rules() -> Vec<DeviceRule> {
     let c = |major: i64, minor: Option<i64>| DeviceRule {
         allow: true,
@@ -267,7 +268,17 @@ pub fn default_device_rules() -> Vec<DeviceRule> {
         minor,
         access: "rwm".into(),
     };
+    let mknod_any = |kind| DeviceRule {
+        allow: true,
+        kind,
+        major: None,
+        minor: None,
+        access: "m".into(),
+    };
     vec![
+        // Creating a node is harmless; opening it is what the rules guard.
+        mknod_any('c'),
+        mknod_any('b'),
         c(1, Some(3)),
         c(1, Some(5)),
         c(1, Some(7)),
@@ -529,8 +540,11 @@ mod tests {
             access: "rwm".into(),
         };
         assert_eq!(deny_all.line(), "a *:* rwm");
-        assert_eq!(default_device_rules()[0].line(), "c 1:3 rwm");
-        assert_eq!(default_device_rules()[7].line(), "c 136:* rwm");
+        let rules = default_device_rules();
+        assert_eq!(rules[0].line(), "c *:* m");
+        assert_eq!(rules[1].line(), "b *:* m");
+        assert_eq!(rules[2].line(), "c 1:3 rwm");
+        assert_eq!(rules[9].line(), "c 136:* rwm");
     }
 
     #[test]
