@@ -72,8 +72,25 @@ fn report(logger: &Logger, e: &anyhow::Error) {
                 logger.error(&format!("{context}: invalid config.json: {p}"));
             }
         }
-        None => logger.error(&format!("{e:#}")),
+        None => logger.error(&one_line(e)),
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors
+/// often include their source's text already, which `{:#}` would repeat.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn dispatch(cli: &Cli, logger: &Logger) -> Result<u8> {
@@ -252,6 +269,26 @@ fn sort_capabilities(v: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_appear_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = anyhow::Error::new(berth_bundle::BundleError::Read {
+            path: "/x/config.json".into(),
+            source: io,
+        })
+        .context("create container c1");
+        let line = one_line(&e);
+        assert_eq!(
+            line.matches("No such file or directory").count(),
+            1,
+            "{line}"
+        );
+        assert!(
+            line.starts_with("create container c1: read /x/config.json: "),
+            "{line}"
+        );
+    }
 
     #[test]
     fn table_pads_like_runc() {
