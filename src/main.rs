@@ -145,10 +145,16 @@ fn dispatch(cli: &Cli, logger: &Logger) -> Result<u8> {
     Ok(0)
 }
 
+/// Global flags that `create` and `run` cannot honour yet: an error, never ignored.
 fn no_systemd(cli: &Cli) -> Result<()> {
     if cli.systemd_cgroup {
         return Err(anyhow!(
             "--systemd-cgroup is not supported yet (berth manages cgroupfs directly)"
+        ));
+    }
+    if cli.rootless == "true" {
+        return Err(anyhow!(
+            "--rootless true is not supported yet (berth runs containers as root)"
         ));
     }
     Ok(())

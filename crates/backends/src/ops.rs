@@ -53,10 +53,17 @@ impl Runtime {
         }
         let backend_name = choose(&bundle.spec, &self.config)?;
         let engine = backend(&backend_name)?;
-        if opts.console_socket.is_some() && !terminal(&bundle.spec) {
-            return Err(BackendError::Invalid(
-                "--console-socket given but process.terminal is false".into(),
-            ));
+        // Both checked before anything exists on the host.
+        match (opts.console_socket.is_some(), terminal(&bundle.spec)) {
+            (true, false) => {
+                return Err(BackendError::Invalid(
+                    "--console-socket given but process.terminal is false".into(),
+                ))
+            }
+            (false, true) if !keep_console => {
+                return Err(BackendError::Invalid(berth_linux::NO_CONSOLE_SOCKET.into()))
+            }
+            _ => {}
         }
         let container = self.root.create(id)?;
         let mut rec = Record {
@@ -78,7 +85,6 @@ impl Runtime {
             cgroup_paths: Default::default(),
             cgroup_shared: false,
             config: serde_json::to_value(&bundle.spec).unwrap_or_default(),
-            status_hint: None,
         };
         let req = CreateRequest {
             container: &container,

@@ -907,3 +907,12 @@ fn a_vm_section_is_refused() {
     assert_eq!(found[0].path, "vm");
     assert!(found[0].msg.contains("not supported yet"), "{found:#?}");
 }
+
+#[test]
+fn oom_score_adj_must_be_in_range() {
+    assert_one(
+        |c| c["process"]["oomScoreAdj"] = json!(5000),
+        "process.oomScoreAdj",
+        "outside the kernel's range",
+    );
+}

@@ -163,6 +163,15 @@ fn process(process: &Process, out: &mut Validation) {
         out.problem("process.cwd", format!("{cwd:?} is not an absolute path"));
     }
     ambient_capabilities(process, out);
+    if let Some(adj) = process
+        .oom_score_adj()
+        .filter(|v| !(-1000..=1000).contains(v))
+    {
+        out.problem(
+            "process.oomScoreAdj",
+            format!("{adj} is outside the kernel's range, -1000 to 1000"),
+        );
+    }
     let mut seen = HashSet::new();
     for (i, rlimit) in process
         .rlimits()

@@ -212,22 +212,24 @@ fn known_v1(opt: &str) -> bool {
 }
 
 fn unescape(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let mut out = String::with_capacity(s.len());
+    // mountinfo escapes space, tab, newline and backslash as \ooo; other
+    // bytes (UTF-8 included) are as they are.
     let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
                 i += 4;
                 continue;
             }
         }
-        out.push(b[i] as char);
+        out.push(b[i]);
         i += 1;
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A device cgroup rule, as config.json's `linux.resources.devices[]`.
@@ -551,5 +553,6 @@ mod tests {
     fn unescapes_mountinfo() {
         assert_eq!(unescape("/a\\040b"), "/a b");
         assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/caf\u{e9}\\011x"), "/caf\u{e9}\tx");
     }
 }

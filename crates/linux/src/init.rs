@@ -212,20 +212,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     if let Err(e) = sys::close_all_from(3 + plan.preserve_fds, fifo) {
         die(fifo, &format!("close descriptors before exec: {e}"));
     }
-    // The argv/envp pointer arrays point into the plan's C strings.
-    let argv: Vec<*const libc::c_char> = plan
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp: Vec<*const libc::c_char> = plan
-        .env
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let err = sys::execve(exe, &argv, &envp);
+    let err = sys::execve(exe, &plan.argv_ptrs, &plan.envp_ptrs);
     die(fifo, &format!("exec {:?}: {err}", plan.arg0))
 }
 

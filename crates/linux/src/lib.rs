@@ -78,6 +78,10 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LinuxError {
     move |source| LinuxError::Io { what, source }
 }
 
+/// Why a detached container with process.terminal needs --console-socket.
+pub const NO_CONSOLE_SOCKET: &str =
+    "process.terminal: cannot allocate a terminal without --console-socket when detached";
+
 /// Where the pty master goes when process.terminal is true.
 pub enum Console<'a> {
     None,
@@ -144,10 +148,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
             let (a, b) = UnixStream::pair().map_err(io_err("create console socket pair"))?;
             (Some(OwnedFd::from(a)), Some(OwnedFd::from(b)))
         }
-        (Console::None, true) => return Err(LinuxError::Plan(
-            "process.terminal: cannot allocate a terminal without --console-socket when detached"
-                .into(),
-        )),
+        (Console::None, true) => return Err(LinuxError::Plan(NO_CONSOLE_SOCKET.into())),
     };
     let (parent_sync, child_sync) = sync::socketpair().map_err(io_err("create sync socket"))?;
     let mut close = req.close_in_child.clone();

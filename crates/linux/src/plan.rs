@@ -161,6 +161,10 @@ pub struct Plan {
     pub arg0: String,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
+    /// NULL-terminated pointer arrays into `argv` and `env` for execve,
+    /// built before the fork (the strings' buffers never move).
+    pub argv_ptrs: Vec<*const libc::c_char>,
+    pub envp_ptrs: Vec<*const libc::c_char>,
     pub keyring: Option<CString>,
     pub preserve_fds: u32,
     pub create_container_hooks: Vec<Hook>,
@@ -457,6 +461,21 @@ impl Plan {
             },
         };
 
+        let argv: Vec<CString> = args
+            .iter()
+            .map(|a| cstr(a.as_str(), "process.args"))
+            .collect::<Result<_, _>>()?;
+        let env: Vec<CString> = env_list
+            .iter()
+            .map(|e| cstr(e.as_str(), "process.env"))
+            .collect::<Result<_, _>>()?;
+        let pointers = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain([std::ptr::null()])
+                .collect()
+        };
+        let (argv_ptrs, envp_ptrs) = (pointers(&argv), pointers(&env));
         Ok(Plan {
             joins,
             new_userns,
@@ -499,14 +518,10 @@ impl Plan {
             cwd: cstr(process.cwd().as_os_str().as_encoded_bytes(), "process.cwd")?,
             exec_candidates,
             arg0,
-            argv: args
-                .iter()
-                .map(|a| cstr(a.as_str(), "process.args"))
-                .collect::<Result<_, _>>()?,
-            env: env_list
-                .iter()
-                .map(|e| cstr(e.as_str(), "process.env"))
-                .collect::<Result<_, _>>()?,
+            argv,
+            env,
+            argv_ptrs,
+            envp_ptrs,
             keyring: if opts.no_new_keyring {
                 None
             } else {

@@ -163,7 +163,16 @@ pub fn open_root(plan: &Plan) -> Res<OwnedFd> {
 pub fn mount_all(plan: &Plan, root: RawFd) -> Res<()> {
     for m in &plan.mounts {
         mount_one(m, root).map_err(|f| Failed {
-            what: format!("mount {:?} on {}: {}", source_name(m), m.display, f.what),
+            what: format!(
+                "mount {}{:?} on {}: {}",
+                m.fstype
+                    .as_deref()
+                    .map(|t| format!("type {} ", t.to_string_lossy()))
+                    .unwrap_or_default(),
+                source_name(m),
+                m.display,
+                f.what
+            ),
             err: f.err,
         })?;
     }

@@ -39,9 +39,6 @@ pub struct Record {
     /// The validated config.json, kept for `delete` (poststop hooks) and friends.
     #[serde(default)]
     pub config: serde_json::Value,
-    /// Optional backend-specific status information.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_hint: Option<String>,
 }
 
 impl Record {
@@ -188,7 +185,6 @@ pub(crate) mod tests {
             cgroup_paths: [("unified".to_string(), PathBuf::from("/sys/fs/cgroup/x"))].into(),
             cgroup_shared: false,
             config: serde_json::json!({"ociVersion": "1.0.2-dev", "process": {"args": ["sh"]}}),
-            status_hint: None,
         }
     }
 
