@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let logger = match Logger::open(cli.log.as_deref(), cli.log_format, cli.debug) {
-        Ok(l) => l,
+        Ok(l) => std::rc::Rc::new(l),
         Err(e) => {
             Logger::stderr().error(&format!(
                 "open log file {}: {e}",
@@ -93,8 +93,8 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-fn dispatch(cli: &Cli, logger: &Logger) -> Result<u8> {
-    let warn_logger = Logger::open(cli.log.as_deref(), cli.log_format, cli.debug)?;
+fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
+    let warn_logger = std::rc::Rc::clone(logger);
     let rt = Runtime::new(
         &cli.root,
         Box::new(move |w| warn_logger.log(Level::Warning, w)),
