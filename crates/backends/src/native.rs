@@ -97,7 +97,7 @@ impl Backend for Native {
         // Recorded before anything exists, so delete finds it after a crash.
         rec.cgroup_paths = cgroup.paths.clone();
         rec.cgroup_shared = cgroup.exists();
-        req.container.save(rec)?;
+        req.container.save_quick(rec)?;
         cgroup.create()?;
         // A shared cgroup's device rules belong to whoever made it.
         if !rec.cgroup_shared {

@@ -210,10 +210,23 @@ impl Container {
         serde_json::from_slice(&bytes).map_err(|source| StateError::Json { path, source })
     }
 
-    /// Replace `state.json` atomically: a temp file in the same directory is
-    /// written and fsynced, renamed over `state.json`, then the directory is
-    /// fsynced. A crash leaves either the old or the new record, never a mix.
+    /// Replace `state.json` atomically and durably: a temp file in the same
+    /// directory is written and fsynced, then renamed over `state.json`. A
+    /// crash leaves either the old or the new record, never a mix.
     pub fn save(&self, rec: &Record) -> Result<(), StateError> {
+        self.replace(rec, true)
+    }
+
+    /// Replace `state.json` atomically without fsync: for a record that only
+    /// has to outlive berth being killed (rename is atomic whatever happens
+    /// to the process), not a power loss, after which neither the container
+    /// nor its cgroups exist anyway. The record written once the container's
+    /// process exists goes through [`Container::save`].
+    pub fn save_quick(&self, rec: &Record) -> Result<(), StateError> {
+        self.replace(rec, false)
+    }
+
+    fn replace(&self, rec: &Record, durable: bool) -> Result<(), StateError> {
         let target = self.state_path();
         let bytes = serde_json::to_vec(rec).map_err(|source| StateError::Json {
             path: target.clone(),
@@ -225,18 +238,15 @@ impl Container {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = write_synced(&temp, &bytes)
+        let result = write_new(&temp, &bytes, durable)
             .map_err(|e| StateError::io("write", &temp, e))
             .and_then(|()| {
                 fs::rename(&temp, &target).map_err(|e| StateError::io("rename", &target, e))
             });
         if result.is_err() {
             let _ = fs::remove_file(&temp);
-            return result;
         }
-        self.handle
-            .sync_all()
-            .map_err(|e| StateError::io("fsync", &self.dir, e))
+        result
     }
 
     /// Remove the container directory and everything in it, then release the
@@ -259,7 +269,7 @@ impl Container {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_new(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -267,7 +277,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    if durable {
+        f.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The first mount point at or below `dir`, from `/proc/self/mountinfo`.
