@@ -6,26 +6,11 @@
 
 use berth_integration::serde_json::{self, json, Value};
 use berth_integration::{
-    cgroup_dirs_named, mountinfo_mentioning, pid_alive, processes_related, Runtime,
+    cgroup_dirs_named, eventually, mountinfo_mentioning, pid_alive, processes_related, Runtime,
 };
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-/// Poll `cond` for up to `secs` seconds.
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn read_json(p: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(p).ok()?).ok()

@@ -15,26 +15,14 @@
 //! Real containers, as root: `cargo test -p berth --test review_fixes`.
 
 use berth_integration::serde_json::{self, json, Value};
-use berth_integration::{berth_only, host_mounts_under, pid_alive, Bundle, Opts, Runtime};
+use berth_integration::{
+    berth_only, eventually, host_mounts_under, pid_alive, Bundle, Opts, Runtime,
+};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Poll `cond` for up to `secs` seconds.
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use std::time::Duration;
 
 /// A name unique to this test process and call.
 fn unique(tag: &str) -> String {

@@ -135,9 +135,6 @@ fn foreground_run_with_terminal_through_crun() {
 /// `process.consoleSize` sizes the pty berth sends to `--console-socket`.
 #[test]
 fn console_size_sets_the_pty_window() {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::{FromRawFd, RawFd};
-
     let rt = Runtime::new("consolesize");
     let mut b = rt.bundle();
     b.set("/process/terminal", json!(true));
@@ -146,20 +143,9 @@ fn console_size_sets_the_pty_window() {
     b.write();
     let sock_path = rt.tempdir().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let accept = std::thread::spawn(move || -> Option<OwnedFd> {
+    let accept = std::thread::spawn(move || {
         let (s, _) = listener.accept().ok()?;
-        let mut buf = [0u8; 256];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let msg =
-            recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).ok()?;
-        for c in msg.cmsgs().ok()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel installed this descriptor for us.
-                return fds.first().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        None
+        berth_integration::recv_fd(&s).ok()
     });
     let id = rt.id();
     rt.run(&[

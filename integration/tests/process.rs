@@ -396,37 +396,6 @@ fn listen_fds_socket_activation() {
 
 // ---- terminal: true with --console-socket ----
 
-/// Receive one fd over a unix stream socket (SCM_RIGHTS).
-fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
-    let mut data = [0u8; 4096];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let mut cbuf = [0u64; 16];
-    // SAFETY: msghdr is plain data; every pointer in it refers to live buffers.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
-        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
-                return Ok(OwnedFd::from_raw_fd(fd));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Err(std::io::Error::other("no SCM_RIGHTS in message"))
-}
-
 #[test]
 fn terminal_console_socket() {
     use std::io::Read;
@@ -439,7 +408,7 @@ fn terminal_console_socket() {
     let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
     let accept = std::thread::spawn(move || {
         let (s, _) = listener.accept().unwrap();
-        recv_fd(&s)
+        berth_integration::recv_fd(&s)
     });
     let id = rt.id();
     rt.run(&[
