@@ -16,7 +16,7 @@
 
 use berth_integration::serde_json::{self, json, Value};
 use berth_integration::{
-    berth_only, eventually, host_mounts_under, pid_alive, Bundle, Opts, Runtime,
+    berth_only, catches, eventually, host_mounts_under, pid_alive, Bundle, Opts, Runtime,
 };
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -477,17 +477,6 @@ fn init_leads_its_own_session() {
         fields[3], "1",
         "pid 1's session id is not 1 (no setsid): {stat}"
     );
-}
-
-/// `SigCgt` of a process includes `sig`.
-fn catches(pid: i32, sig: i32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .is_some_and(|m| m & (1u64 << (sig - 1)) != 0)
 }
 
 /// `run` (foreground) of `args`, which catch `sig` and then exit `want`;

@@ -617,6 +617,14 @@ impl Runtime {
         let id = self.id();
         self.create(b, &id);
         self.run(&["start", &id]).ok();
+        // `start` returns once the program runs, a moment before it has its
+        // handlers: pid 1 of a pid namespace ignores an unhandled SIGTERM,
+        // so a test's `kill` must wait for them.
+        let pid = self.pid(&id);
+        assert!(
+            eventually(10, || catches(pid, libc::SIGTERM) || !pid_alive(pid)),
+            "the probe in {id} never installed its SIGTERM handler"
+        );
         id
     }
 
@@ -979,6 +987,17 @@ pub fn mountinfo_mentioning(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(String::from)
         .collect()
+}
+
+/// Whether process `pid` has a handler for `sig` (`SigCgt` in its status).
+pub fn catches(pid: i32, sig: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|m| m & (1u64 << (sig - 1)) != 0)
 }
 
 /// Poll `cond` every 20 ms for up to `secs` seconds; whether it became true.

@@ -181,16 +181,26 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
             .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
     }
     sync::send(sock, &sync::Msg::Go).map_err(io_err("sync with container"))?;
-    let pid = match recv(sock)? {
-        sync::Msg::Pid(p) => p,
-        other => return Err(unexpected(other)),
+    // Stage 1 and the init share the socket: on a busy machine the init's
+    // first message can arrive before stage 1's Pid. Keep it for later.
+    let mut early = None;
+    let pid = loop {
+        match recv(sock)? {
+            sync::Msg::Pid(p) => break p,
+            m @ (sync::Msg::HookPoint | sync::Msg::Ready) if early.is_none() => early = Some(m),
+            other => return Err(unexpected(other)),
+        }
     };
     guard.init = pid;
     guard.reap_stage1();
     cb.record_pid(pid)?;
 
     loop {
-        match recv(sock)? {
+        let next = match early.take() {
+            Some(m) => m,
+            None => recv(sock)?,
+        };
+        match next {
             sync::Msg::HookPoint => {
                 let creating = cb.hook_state(pid, "creating");
                 berth_hooks::run_all(&prestart, &creating).map_err(|source| LinuxError::Hook {
