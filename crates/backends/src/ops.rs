@@ -167,7 +167,7 @@ impl Runtime {
         let rec = match c.load() {
             Ok(r) => r,
             // Killed before its first state was saved: only the directory exists.
-            Err(e) if state_missing(&e) => {
+            Err(e) if e.is_missing_record() => {
                 c.destroy()?;
                 return if force {
                     Ok(())
@@ -265,10 +265,6 @@ fn hooks_of(
         .and_then(|h| serde_json::from_value::<oci_spec::runtime::Hooks>(h.clone()).ok())
         .and_then(|h| pick(&h))
         .unwrap_or_default()
-}
-
-fn state_missing(e: &StateError) -> bool {
-    matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Write the pid file as runc does: a temp file beside it, renamed over.

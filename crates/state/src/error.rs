@@ -49,3 +49,11 @@ impl StateError {
         }
     }
 }
+
+impl StateError {
+    /// The container directory exists but holds no record yet: berth was
+    /// killed between making the directory and its first save.
+    pub fn is_missing_record(&self) -> bool {
+        matches!(self, StateError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}

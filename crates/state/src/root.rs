@@ -377,7 +377,9 @@ mod tests {
     fn load_without_state_file_is_an_error() {
         let (_tmp, root) = root();
         let c = root.create("c").unwrap();
-        assert!(matches!(c.load().unwrap_err(), StateError::Io { .. }));
+        let missing = c.load().unwrap_err();
+        assert!(matches!(missing, StateError::Io { .. }));
+        assert!(missing.is_missing_record());
         fs::write(c.state_path(), b"{not json").unwrap();
         let err = c.load().unwrap_err();
         assert!(matches!(err, StateError::Json { .. }));
