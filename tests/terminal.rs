@@ -141,23 +141,8 @@ fn console_size_sets_the_pty_window() {
     b.set("/process/consoleSize", json!({"height": 33, "width": 101}));
     b.set("/process/args", json!(["true"]));
     b.write();
-    let sock_path = rt.tempdir().join("console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let accept = std::thread::spawn(move || {
-        let (s, _) = listener.accept().ok()?;
-        berth_integration::recv_fd(&s).ok()
-    });
     let id = rt.id();
-    rt.run(&[
-        "create",
-        "--bundle",
-        b.path_str(),
-        "--console-socket",
-        sock_path.to_str().unwrap(),
-        &id,
-    ])
-    .ok();
-    let master = accept.join().unwrap().expect("no pty master received");
+    let master = rt.create_with_console(&b, &id);
     // SAFETY: a zeroed winsize is valid; TIOCGWINSZ fills it.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes a winsize through the pointer.

@@ -628,6 +628,29 @@ impl Runtime {
         id
     }
 
+    /// `create` the bundle with `--console-socket` on a socket this test
+    /// listens on; the pty master the runtime sends.
+    #[track_caller]
+    pub fn create_with_console(&self, b: &Bundle, id: &str) -> std::os::fd::OwnedFd {
+        let sock_path = self.tempdir().join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+        let accept = std::thread::spawn(move || {
+            let (s, _) = listener.accept().ok()?;
+            recv_fd(&s).ok()
+        });
+        let sock = sock_path.to_str().unwrap();
+        self.run(&[
+            "create",
+            "--bundle",
+            b.path_str(),
+            "--console-socket",
+            sock,
+            id,
+        ])
+        .ok();
+        accept.join().unwrap().expect("no pty master received")
+    }
+
     /// The pid of a container from `state`.
     #[track_caller]
     pub fn pid(&self, id: &str) -> i32 {

@@ -404,23 +404,8 @@ fn terminal_console_socket() {
     b.set("/process/terminal", json!(true));
     b.set("/process/args", json!(["/bin/berth-probe"]));
     b.write();
-    let sock_path = rt.tempdir().join("console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let accept = std::thread::spawn(move || {
-        let (s, _) = listener.accept().unwrap();
-        berth_integration::recv_fd(&s)
-    });
     let id = rt.id();
-    rt.run(&[
-        "create",
-        "--bundle",
-        b.path_str(),
-        "--console-socket",
-        sock_path.to_str().unwrap(),
-        &id,
-    ])
-    .ok();
-    let master = accept.join().unwrap().expect("no pty master received");
+    let master = rt.create_with_console(&b, &id);
     // The fd received is a pty master.
     let target = fd_target(&master);
     assert!(
