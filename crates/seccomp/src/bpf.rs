@@ -242,9 +242,9 @@ pub fn evaluate(prog: &[sock_filter], nr: u32, arch: u32, ip: u64, args: &[u64; 
             4 => arch,
             8 => ip as u32,
             12 => (ip >> 32) as u32,
-            16..=60 if off % 4 == 0 => {
+            16..=60 if off.is_multiple_of(4) => {
                 let a = args[((off - 16) / 8) as usize];
-                if (off - 16) % 8 == 0 {
+                if (off - 16).is_multiple_of(8) {
                     a as u32
                 } else {
                     (a >> 32) as u32

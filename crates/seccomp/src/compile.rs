@@ -441,7 +441,9 @@ pub(crate) fn resolve(s: &LinuxSeccomp) -> Result<Resolved, SeccompError> {
         };
 
         if sc.names().is_empty() {
-            warnings.push(format!("{path}.names: no syscall names; the entry has no effect"));
+            warnings.push(format!(
+                "{path}.names: no syscall names; the entry has no effect"
+            ));
         }
         for (j, name) in sc.names().iter().enumerate() {
             if name.is_empty() {
