@@ -165,6 +165,10 @@ impl Program {
 
     /// Lays the program out and encodes it for the kernel.
     pub(crate) fn assemble(mut self) -> Result<Vec<sock_filter>, AsmError> {
+        // Fix-ups only add instructions.
+        if self.insns.len() > MAX_INSNS {
+            return Err(AsmError::TooLong(self.insns.len()));
+        }
         loop {
             // Back to front: a stand-in inserted for a late jump is then in
             // reach of the earlier jumps to the same place, which reuse it.

@@ -11,7 +11,7 @@ use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
-use crate::bpf::{AsmError, Cond, Label, Program};
+use crate::bpf::{AsmError, Cond, Label, Program, MAX_INSNS};
 use crate::kernel;
 use crate::syscalls;
 use crate::{Compiled, Filter, SeccompError};
@@ -393,6 +393,10 @@ pub(crate) fn resolve(s: &LinuxSeccomp) -> Result<Resolved, SeccompError> {
         &mut warnings,
     )?;
     kernel::require_action(default_action, "linux.seccomp.defaultAction")?;
+    let mut checked = vec![default_action];
+    // Every rule costs at least its `ret`: stop early on a profile that
+    // cannot fit, before building it.
+    let mut rule_count = 0usize;
 
     // Rules.
     let mut rules: BTreeMap<Abi, BTreeMap<u32, Vec<Rule>>> = BTreeMap::new();
@@ -412,7 +416,10 @@ pub(crate) fn resolve(s: &LinuxSeccomp) -> Result<Resolved, SeccompError> {
         if action == LinuxSeccompAction::ScmpActNotify && notify_at.is_none() {
             notify_at = Some(format!("{path}.action"));
         }
-        kernel::require_action(action, &format!("{path}.action"))?;
+        if !checked.contains(&action) {
+            kernel::require_action(action, &format!("{path}.action"))?;
+            checked.push(action);
+        }
 
         // Conditions: each index at most once → one rule, all ANDed; an index
         // repeated → runc's older behaviour, every condition its own rule.
@@ -485,6 +492,10 @@ pub(crate) fn resolve(s: &LinuxSeccomp) -> Result<Resolved, SeccompError> {
                             action: value,
                             wide: abi.wide(),
                         });
+                        rule_count += 1;
+                        if rule_count > MAX_INSNS {
+                            return Err(SeccompError::TooLong { len: rule_count });
+                        }
                     }
                 }
             }

@@ -15,7 +15,7 @@ const SECCOMP_GET_ACTION_AVAIL: libc::c_ulong = libc::SECCOMP_GET_ACTION_AVAIL a
 /// Loads `f` into the calling thread with seccomp(2).
 ///
 /// Async-signal-safe: no allocation and no locks, only the syscall on the
-/// program built by [`crate::compile`], so it can run in a forked child right
+/// program built by [`crate::compile()`], so it can run in a forked child right
 /// before `execve`. The caller has set `no_new_privs` or holds
 /// `CAP_SYS_ADMIN` (the kernel refuses with `EACCES` otherwise).
 ///

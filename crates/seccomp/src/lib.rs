@@ -282,7 +282,7 @@ pub enum SeccompError {
         action: &'static str,
         max: u32,
     },
-    #[error("linux.seccomp: the filter needs {len} BPF instructions, more than the kernel's limit of 4096")]
+    #[error("linux.seccomp: the filter needs at least {len} BPF instructions, more than the kernel's limit of 4096")]
     TooLong { len: usize },
     #[error("linux.seccomp: berth builds seccomp filters on x86_64 hosts only")]
     UnsupportedHost,

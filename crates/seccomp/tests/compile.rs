@@ -99,7 +99,24 @@ fn too_long_a_program_is_refused() {
     assert!(len > 4096);
     assert!(
         e.to_string()
-            .starts_with("linux.seccomp: the filter needs "),
+            .starts_with("linux.seccomp: the filter needs at least "),
+        "{e}"
+    );
+}
+
+/// So many rules that they cannot fit whatever their shape: refused before
+/// the program is built.
+#[test]
+fn too_many_rules_are_refused_early() {
+    let args: Vec<Value> = (0..5)
+        .map(|v| json!({"index": 0, "value": v, "op": "SCMP_CMP_EQ"}))
+        .collect();
+    let e = compile(&profile(json!({"defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": default_like_names(), "action": "SCMP_ACT_ALLOW", "args": args}]})))
+    .unwrap_err();
+    assert!(
+        matches!(e, SeccompError::TooLong { len } if len > 4096),
         "{e}"
     );
 }
