@@ -1071,3 +1071,149 @@ pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<std::os
     }
     Err(std::io::Error::other("no SCM_RIGHTS in message"))
 }
+
+// ---- Attack tests (tests/hardening.rs) ----
+
+/// The capabilities containerd and Docker give a container by default
+/// (`runc spec`, like [`default_config`], gives only the last three).
+pub const DEFAULT_CONTAINER_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+    "CAP_KILL",
+    "CAP_NET_BIND_SERVICE",
+];
+
+impl Bundle {
+    /// The process gets exactly `caps` as its bounding, effective and
+    /// permitted sets, and no inheritable or ambient ones.
+    pub fn set_caps(&mut self, caps: &[&str]) -> &mut Self {
+        for set in ["bounding", "effective", "permitted"] {
+            self.set(&format!("/process/capabilities/{set}"), json!(caps));
+        }
+        self.remove("/process/capabilities/inheritable");
+        self.remove("/process/capabilities/ambient")
+    }
+
+    /// Add a createRuntime hook (it runs on the host after the container's
+    /// mounts, before pivot_root) that saves the init's mount table, in host
+    /// paths, as `DIR/<pid>.mountinfo`; [`saved_mount_tables`] reads them.
+    pub fn save_mounts_before_pivot(&mut self, dir: &Path) -> &mut Self {
+        let script = format!(
+            "pid=$(sed -n 's/.*\"pid\": *\\([0-9][0-9]*\\).*/\\1/p') && \
+             cat /proc/$pid/mountinfo > '{}/'$pid.mountinfo",
+            dir.display()
+        );
+        self.push(
+            "/hooks/createRuntime",
+            json!({ "path": "/bin/sh", "args": ["sh", "-c", script],
+                    "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] }),
+        )
+    }
+}
+
+/// The mount tables [`Bundle::save_mounts_before_pivot`] saved in `dir`.
+pub fn saved_mount_tables(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".mountinfo"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect()
+}
+
+/// The mount points of a mountinfo text, with its octal escapes undone.
+pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| {
+            let b = mp.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                let octal = b
+                    .get(i + 1..i + 4)
+                    .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match octal {
+                    Some(d) if b[i] == b'\\' => {
+                        out.push(d.iter().fold(0u8, |v, c| v.wrapping_mul(8) + (c - b'0')));
+                        i += 4;
+                    }
+                    _ => {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect()
+}
+
+/// A pipe: (read end, write end), both close-on-exec.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both are fresh descriptors nothing else owns.
+    unsafe {
+        (
+            std::os::fd::FromRawFd::from_raw_fd(fds[0]),
+            std::os::fd::FromRawFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// Mount a fresh tmpfs on `dir` and make it a shared mount: a container
+/// whose mounts propagate back (`rootfsPropagation: rshared`) then shows on
+/// the host anything mounted on a copy of it. In a [`Runtime::tempdir`] it
+/// is unmounted when the runtime is dropped.
+pub fn mount_shared_tmpfs(dir: &Path) {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mount(2) with valid C strings on a directory the caller owns.
+    let r = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"mode=755".as_ptr() as *const libc::c_void,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "mount tmpfs on {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: as above; changes only the propagation of our own mount.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SHARED,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "make {} shared: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+}
