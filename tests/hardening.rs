@@ -295,6 +295,10 @@ fn magic_link_destinations_never_reach_the_host() {
             if !out.success() {
                 assert_clean_failure(&rt, &b, &id, &out);
             }
+            assert!(
+                host_mounts_under(b.path()).is_empty(),
+                "{case}: mounts left: {out}"
+            );
             let misplaced = saved_mounts_under(&saved_mount_tables(&saved), &host);
             assert!(
                 misplaced.is_empty(),
@@ -529,6 +533,8 @@ fn exchanging_destinations_with_symlinks_never_mounts_on_the_host() {
         "a container mounted on the host path: {misplaced:?}"
     );
     assert_eq!(tree(&shared), host_before, "the host directories changed");
+    let left = host_mounts_under(b.path());
+    assert!(left.is_empty(), "mounts left under the bundle: {left:?}");
     assert!(ran > 0, "no container ran: the race proved nothing");
     assert!(swaps > 0);
 }
