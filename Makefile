@@ -3,6 +3,7 @@
 #   make demo    install deps, build berth, run one busybox container
 #   make test    install deps, build, fmt + clippy, then the whole test suite
 #   make bench   berth vs crun vs runc (hack/bench; BENCH_ARGS="-n 50 --hyperfine")
+#   make fuzz    each cargo-fuzz target for FUZZ_TIME seconds (hack/fuzz.sh)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := build
@@ -16,9 +17,11 @@ DEMO       := $(CURDIR)/hack/.cache/demo
 # The test runner: `cargo test` (default) or `cargo nextest run`.
 TEST_CMD   ?= $(CARGO) test --workspace --no-fail-fast
 BENCH_ARGS ?=
+# Seconds each fuzz target runs in `make fuzz` and `make test`.
+FUZZ_TIME  ?= 60
 
 .NOTPARALLEL:
-.PHONY: all deps build build-all probe rootfs demo lint test bench clean
+.PHONY: all deps build build-all probe rootfs demo lint fuzz test bench clean
 
 all: build
 
@@ -51,8 +54,12 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Installs the pinned cargo-fuzz if it is missing; fails on any crash.
+fuzz:
+	bash hack/fuzz.sh --time $(FUZZ_TIME)
+
 # The test suite is last so its summary lines close the output.
-test: deps build-all rootfs lint
+test: deps build-all rootfs lint fuzz
 	BERTH_BIN=$(BERTH_BIN) BERTH_TEST_ROOTFS=$(ROOTFS) BERTH_PROBE=$(PROBE) \
 		$(TEST_CMD)
 

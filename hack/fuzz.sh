@@ -41,6 +41,10 @@ fi
 export CARGO_TARGET_DIR=$root/target/fuzz
 mkdir -p "$CARGO_TARGET_DIR/logs"
 
+# The fuzz crate is outside the workspace, so `make lint` does not see it.
+cargo fmt --manifest-path fuzz/Cargo.toml --all --check
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
+
 failed=()
 for t in "${targets[@]}"; do
 	seeds=fuzz/corpus/$t

@@ -5,7 +5,9 @@
 //! Beyond "no panic", the three entry points must agree:
 //! - a spec `parse` accepts serializes, and its serialization parses again;
 //! - `load` never accepts what `parse` rejects;
-//! - what `load` accepts, `validate` accepts too, with the same rootfs.
+//! - what `load` accepts, `validate` accepts too;
+//! - every error, problem and warning is one line (when the config's strings
+//!   are).
 
 #![no_main]
 
@@ -20,7 +22,14 @@ static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
 
 fn bundle_dir() -> &'static Path {
     BUNDLE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("berth-fuzz-{}", std::process::id()));
+        // tmpfs if there is one: rewriting a file on ext4 costs a writeback.
+        let shm = Path::new("/dev/shm");
+        let tmp = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tmp.join(format!("berth-fuzz-{}", std::process::id()));
         // A leftover of an earlier process with the same pid.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("rootfs")).expect("create the fuzz bundle");
@@ -50,6 +59,22 @@ fuzz_target!(|data: &[u8]| {
 
     std::fs::write(dir.join("config.json"), data).expect("write config.json");
     let loaded = berth_bundle::load(dir);
+
+    // Without a backslash no JSON string holds a control character, so a
+    // message quoting the config has no reason to span lines.
+    if !data.contains(&b'\\') {
+        let mut lines: Vec<String> = Vec::new();
+        lines.extend(parsed.as_ref().err().map(ToString::to_string));
+        lines.extend(loaded.as_ref().err().map(ToString::to_string));
+        lines.extend(loaded.iter().flat_map(|b| b.warnings.iter().cloned()));
+        if let Some(v) = &validation {
+            lines.extend(v.problems.iter().map(ToString::to_string));
+            lines.extend(v.warnings.iter().cloned());
+        }
+        for line in lines {
+            assert!(!line.contains('\n'), "a message of several lines: {line:?}");
+        }
+    }
     if let Ok(loaded) = &loaded {
         assert!(
             parsed.is_ok(),
