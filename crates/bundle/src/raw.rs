@@ -9,9 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Validation;
 use crate::jsonpath::{field, index, Removed};
-use crate::tables::{
-    capability_number, known_capabilities, mount_option, CAPABILITY_SETS, NAMESPACES, RLIMITS,
-};
+use crate::tables::{capability_number, known_capabilities, CAPABILITY_SETS, NAMESPACES, RLIMITS};
 
 /// Fields berth does not implement yet; setting any of them is an error.
 const UNSUPPORTED: &[&[&str]] = &[
@@ -76,7 +74,6 @@ pub(crate) fn names(
 pub(crate) fn unsupported(config: &mut Value, out: &mut Validation) {
     unsupported_fields(config, out);
     resource_limits(config, out);
-    idmapped_mounts(config, out);
 }
 
 fn namespace_names() -> Vec<&'static str> {
@@ -239,36 +236,6 @@ fn typed_list(
 
 fn unknown(what: &str, got: &Value, allowed: &[&str]) -> String {
     format!("unknown {what} {got} (allowed: {})", allowed.join(", "))
-}
-
-fn idmapped_mounts(config: &mut Value, out: &mut Validation) {
-    let Some(mounts) = array_at(config, &["mounts"]) else {
-        return;
-    };
-    for (i, mount) in mounts.iter_mut().enumerate() {
-        let at = index("mounts", i);
-        let Some(mount) = mount.as_object_mut() else {
-            continue;
-        };
-        for name in ["uidMappings", "gidMappings"] {
-            if mount.get(name).is_some_and(is_set) {
-                out.problem(field(&at, name), "idmapped mounts are not supported yet");
-                mount.remove(name);
-            }
-        }
-        let Some(options) = mount.get("options").and_then(Value::as_array) else {
-            continue;
-        };
-        for (j, opt) in options.iter().enumerate() {
-            let known = opt.as_str().and_then(mount_option);
-            if known.is_some_and(|o| !o.supported()) {
-                out.problem(
-                    index(&field(&at, "options"), j),
-                    "idmapped mounts are not supported yet",
-                );
-            }
-        }
-    }
 }
 
 fn remove_indices(list: &mut Vec<Value>, bad: &[usize]) {

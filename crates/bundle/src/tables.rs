@@ -103,7 +103,8 @@ pub fn namespace_name(typ: LinuxNamespaceType) -> &'static str {
 ///   recursive); the mount needs a `source`.
 /// - `Tmpcopyup`: after mounting a tmpfs, copy what was at the destination
 ///   into it.
-/// - `Idmap { recursive }`: idmapped mount. The validator rejects it for now.
+/// - `Idmap { recursive }`: an idmapped bind mount (`ridmap`: every mount of
+///   a recursive bind, not only the top one).
 ///
 /// Any option not in [`MOUNT_OPTIONS`] is filesystem data (`mode=755`,
 /// `size=64k`): join those with "," and pass them as `mount(2)`'s data.
@@ -120,7 +121,7 @@ pub enum MountOpt {
 impl MountOpt {
     /// Whether berth can honour this option today.
     pub fn supported(&self) -> bool {
-        !matches!(self, MountOpt::Idmap { .. })
+        true
     }
 }
 
@@ -244,12 +245,13 @@ pub struct MountOptions {
     pub attr_clr: u64,
     pub bind: bool,
     pub tmpcopyup: bool,
+    /// `idmap` (Some(false)) or `ridmap` (Some(true)).
+    pub idmap: Option<bool>,
     /// Options that aren't berth's (filesystem data), joined with ",".
     pub data: String,
 }
 
-/// Folds an option list into [`MountOptions`]; later options win. Idmap
-/// options are ignored here: the validator rejects them.
+/// Folds an option list into [`MountOptions`]; later options win.
 pub fn mount_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
     let mut out = MountOptions::default();
     let mut data = Vec::new();
@@ -285,7 +287,9 @@ pub fn mount_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
                 }
             }
             Some(MountOpt::Tmpcopyup) => out.tmpcopyup = true,
-            Some(MountOpt::Idmap { .. }) => {}
+            Some(MountOpt::Idmap { recursive }) => {
+                out.idmap = Some(out.idmap.unwrap_or(false) || *recursive)
+            }
         }
     }
     out.data = data.join(",");

@@ -663,23 +663,98 @@ fn device_cgroup_access_must_be_rwm() {
     );
 }
 
+fn idmapped_bind(extra: Value) -> Value {
+    let mut m = json!({ "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"] });
+    if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
+        m.extend(extra.clone());
+    }
+    m
+}
+
 #[test]
-fn idmap_mount_options_are_errors() {
-    let m = json!({ "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"] });
+fn idmap_option_takes_the_user_namespace_mappings() {
+    let found = problems(&config(|c| {
+        with_user_ns(c);
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(idmapped_bind(json!({})));
+    }));
+    assert_eq!(found, vec![]);
+}
+
+#[test]
+fn idmap_option_without_mappings_needs_a_user_namespace() {
     assert_one(
-        |c| c["mounts"].as_array_mut().unwrap().push(m),
+        |c| c["mounts"].as_array_mut().unwrap().push(idmapped_bind(json!({}))),
         "mounts[7].options[1]",
-        "idmapped mounts are not supported yet",
+        "\"idmap\" without uidMappings and gidMappings maps through the container's user namespace, but linux.namespaces has none",
     );
 }
 
 #[test]
-fn mount_id_mappings_are_errors() {
-    let mapping = json!([{ "containerID": 0, "hostID": 1000, "size": 1 }]);
+fn mount_mappings_work_without_a_user_namespace() {
+    let map = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    let found = problems(&config(|c| {
+        let m =
+            idmapped_bind(json!({ "options": ["bind"], "uidMappings": map, "gidMappings": map }));
+        c["mounts"].as_array_mut().unwrap().push(m);
+    }));
+    assert_eq!(found, vec![]);
+}
+
+#[test]
+fn idmapped_mount_must_be_a_bind_mount() {
+    let map = json!([{ "containerID": 0, "hostID": 1000, "size": 1 }]);
     assert_one(
-        |c| c["mounts"][0]["uidMappings"] = mapping,
-        "mounts[0].uidMappings",
-        "idmapped mounts are not supported yet",
+        |c| {
+            c["mounts"][0]["uidMappings"] = map.clone();
+            c["mounts"][0]["gidMappings"] = map;
+        },
+        "mounts[0]",
+        "an idmapped mount (uidMappings/gidMappings, \"idmap\" or \"ridmap\") must be a bind mount",
+    );
+}
+
+#[test]
+fn mount_mappings_come_in_pairs() {
+    let map = json!([{ "containerID": 0, "hostID": 1000, "size": 1 }]);
+    assert_one(
+        |c| {
+            let m = idmapped_bind(json!({ "options": ["bind"], "uidMappings": map }));
+            c["mounts"].as_array_mut().unwrap().push(m);
+        },
+        "mounts[7].gidMappings",
+        "required with uidMappings",
+    );
+}
+
+#[test]
+fn mount_mappings_must_not_overlap() {
+    let map = json!([
+        { "containerID": 0, "hostID": 1000, "size": 10 },
+        { "containerID": 5, "hostID": 2000, "size": 10 }
+    ]);
+    let ok = json!([{ "containerID": 0, "hostID": 1000, "size": 10 }]);
+    assert_one(
+        |c| {
+            let m = idmapped_bind(json!({ "uidMappings": map, "gidMappings": ok }));
+            c["mounts"].as_array_mut().unwrap().push(m);
+        },
+        "mounts[7].uidMappings[1]",
+        "container ids overlap mounts[7].uidMappings[0]",
+    );
+}
+
+#[test]
+fn mount_id_options_must_be_mapped() {
+    assert_one(
+        |c| {
+            with_user_ns(c);
+            c["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 1 }]);
+        },
+        "mounts[2].options[5]",
+        "gid=5: gid 5 is not mapped in linux.gidMappings",
     );
 }
 
@@ -826,8 +901,8 @@ fn features_come_from_the_tables() {
     assert_eq!(f["hooks"], json!(HOOKS));
     let opts = f["mountOptions"].as_array().unwrap();
     assert!(opts.contains(&json!("rbind")) && opts.contains(&json!("tmpcopyup")));
-    assert!(!opts.contains(&json!("idmap")) && !opts.contains(&json!("ridmap")));
-    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], false);
+    assert!(opts.contains(&json!("idmap")) && opts.contains(&json!("ridmap")));
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
     assert_eq!(
         f["linux"]["namespaces"].as_array().unwrap().len(),
         NAMESPACES.len()

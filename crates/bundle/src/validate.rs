@@ -21,6 +21,8 @@ pub(crate) fn check(spec: &Spec, bundle_dir: &Path, out: &mut Validation) {
     oci_version(spec.version(), out);
     root(spec, bundle_dir, out);
     mounts(spec.mounts().as_deref().unwrap_or_default(), out);
+    idmapped_mounts(spec, &ns, out);
+    rootless(&ns, out);
     match spec.process() {
         Some(process) => self::process(process, out),
         None => out.problem("process", "required to create or run a container"),
@@ -31,6 +33,7 @@ pub(crate) fn check(spec: &Spec, bundle_dir: &Path, out: &mut Validation) {
     if let Some(linux) = spec.linux() {
         namespaces(linux, out);
         id_mappings(linux, &ns, out);
+        mount_id_options(spec, linux, &ns, out);
         sysctl(linux, &ns, out);
         rootfs_propagation(linux, out);
         time_offsets(linux, &ns, out);
@@ -319,6 +322,128 @@ fn id_mappings(linux: &Linux, ns: &Namespaces, out: &mut Validation) {
                 out.problem(&at, "required when a new user namespace is created")
             }
             _ => mapping_ranges(maps, &at, out),
+        }
+    }
+}
+
+/// A container `berth` creates as an unprivileged user gets a user
+/// namespace: without one it could not mount, or own, anything.
+fn rootless(ns: &Namespaces, out: &mut Validation) {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && !ns.has(LinuxNamespaceType::User) {
+        out.problem(
+            "linux.namespaces",
+            format!(
+                "berth runs as uid {euid}, not root: a rootless container needs a user namespace (add {{\"type\": \"user\"}} with uidMappings and gidMappings)"
+            ),
+        );
+    }
+}
+
+/// Idmapped mounts, as runc takes them: per-mount uidMappings and
+/// gidMappings (both), or the `idmap`/`ridmap` option alone, which maps
+/// through the container's own user namespace; bind mounts only.
+fn idmapped_mounts(spec: &Spec, ns: &Namespaces, out: &mut Validation) {
+    for (i, mount) in spec.mounts().iter().flatten().enumerate() {
+        let at = index("mounts", i);
+        let options = mount.options().as_deref().unwrap_or_default();
+        let option = options
+            .iter()
+            .position(|o| matches!(mount_option(o), Some(MountOpt::Idmap { .. })));
+        let uid = mount.uid_mappings().as_deref().filter(|m| !m.is_empty());
+        let gid = mount.gid_mappings().as_deref().filter(|m| !m.is_empty());
+        let given = mount.uid_mappings().is_some() || mount.gid_mappings().is_some();
+        if option.is_none() && !given {
+            continue;
+        }
+        if !is_bind(mount) {
+            out.problem(
+                &at,
+                "an idmapped mount (uidMappings/gidMappings, \"idmap\" or \"ridmap\") must be a bind mount: add \"bind\" or \"rbind\" to its options",
+            );
+        }
+        // SAFETY: geteuid cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            out.problem(
+                &at,
+                "idmapped mounts need berth to run as root (CAP_SYS_ADMIN in the host's user namespace)",
+            );
+        }
+        match (uid, gid) {
+            (Some(uid), Some(gid)) => {
+                mapping_ranges(uid, &field(&at, "uidMappings"), out);
+                mapping_ranges(gid, &field(&at, "gidMappings"), out);
+            }
+            (Some(_), None) => out.problem(
+                field(&at, "gidMappings"),
+                "required with uidMappings: an idmapped mount maps both",
+            ),
+            (None, Some(_)) => out.problem(
+                field(&at, "uidMappings"),
+                "required with gidMappings: an idmapped mount maps both",
+            ),
+            (None, None) if given => out.problem(
+                field(&at, "uidMappings"),
+                "must not be empty: an idmapped mount needs uidMappings and gidMappings",
+            ),
+            (None, None) => {
+                if !ns.has(LinuxNamespaceType::User) {
+                    let j = option.unwrap_or_default();
+                    out.problem(
+                        index(&field(&at, "options"), j),
+                        format!(
+                            "{:?} without uidMappings and gidMappings maps through the container's user namespace, but linux.namespaces has none",
+                            options[j]
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `uid=`/`gid=` mount options name ids in the container's user namespace;
+/// the kernel refuses a mount whose id is not mapped there.
+fn mount_id_options(spec: &Spec, linux: &Linux, ns: &Namespaces, out: &mut Validation) {
+    if !ns
+        .find(LinuxNamespaceType::User)
+        .is_some_and(|u| u.path().is_none())
+    {
+        return;
+    }
+    for (i, mount) in spec.mounts().iter().flatten().enumerate() {
+        if is_bind(mount) {
+            continue;
+        }
+        for (j, opt) in mount.options().iter().flatten().enumerate() {
+            let (name, maps) = if let Some(v) = opt.strip_prefix("uid=") {
+                (("uid", v), linux.uid_mappings())
+            } else if let Some(v) = opt.strip_prefix("gid=") {
+                (("gid", v), linux.gid_mappings())
+            } else {
+                continue;
+            };
+            let Ok(id) = name.1.parse::<u32>() else {
+                continue;
+            };
+            // Missing mappings are reported on their own.
+            if maps.as_ref().is_none_or(|m| m.is_empty()) {
+                continue;
+            }
+            let mapped = maps.iter().flatten().any(|m| {
+                id >= m.container_id()
+                    && u64::from(id) < u64::from(m.container_id()) + u64::from(m.size())
+            });
+            if !mapped {
+                out.problem(
+                    index(&field(&index("mounts", i), "options"), j),
+                    format!(
+                        "{opt}: {} {id} is not mapped in linux.{}Mappings, so the kernel refuses the mount in the container's user namespace",
+                        name.0, name.0
+                    ),
+                );
+            }
         }
     }
 }

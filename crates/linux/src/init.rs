@@ -51,6 +51,9 @@ pub fn stage1(plan: &Plan, fds: &ChildFds) -> ! {
 
 fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     let sync = fds.sync.as_raw_fd();
+    // Still the caller's identity: the rootfs directory becomes the working
+    // directory, which the mount namespace created below carries over.
+    rootfs::enter_rootfs_dir(plan)?;
     for j in &plan.joins {
         sys::setns(j.fd.as_raw_fd(), j.flag).ctx(|| format!("join namespace {}", j.path))?;
     }

@@ -9,10 +9,12 @@
 
 pub mod plan;
 
+mod detached;
 mod init;
 mod rootfs;
 mod sync;
 mod sys;
+mod userns;
 
 use std::ffi::CString;
 use std::io;
@@ -120,9 +122,12 @@ pub trait HookState {
 
 /// Create the container and leave its init waiting for `start`.
 pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created, LinuxError> {
-    let plan = plan::Plan::build(
+    let mut plan = plan::Plan::build(
         req.id, req.spec, req.rootfs, req.bundle, req.cgroup, &req.opts,
     )?;
+    // Before the fork: bind sources the container's root could not reach,
+    // and idmapped mounts, as detached mounts the init inherits.
+    detached::clone_sources(&mut plan)?;
     #[allow(deprecated)]
     let (prestart, create_runtime) = {
         let h = req.spec.hooks().clone().unwrap_or_default();
@@ -174,7 +179,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
 
     expect(sock, |m| matches!(m, sync::Msg::Hello))?;
     if plan.new_userns {
-        write_id_maps(stage1, &plan)?;
+        userns::write_id_maps(stage1, &plan.uid_map, &plan.gid_map)?;
     }
     if let Some(cg) = req.cgroup {
         cg.add(stage1)
@@ -312,17 +317,6 @@ fn make_fifo(state_dir: &Path) -> Result<std::path::PathBuf, LinuxError> {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
         .map_err(io_err(format!("chmod {}", path.display())))?;
     Ok(path)
-}
-
-fn write_id_maps(pid: i32, plan: &plan::Plan) -> Result<(), LinuxError> {
-    for (file, map) in [("uid_map", &plan.uid_map), ("gid_map", &plan.gid_map)] {
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, map).map_err(io_err(format!(
-            "linux.{}Mappings: write {path}",
-            if file == "uid_map" { "uid" } else { "gid" }
-        )))?;
-    }
-    Ok(())
 }
 
 /// Whether the container is created and waiting for `start`.

@@ -68,6 +68,32 @@ pub struct MountStep {
     /// The destination is a file (a bind mount of a file).
     pub dest_is_file: bool,
     pub tmpcopyup: bool,
+    /// An idmapped bind mount (per-mount mappings, `idmap`, `ridmap`).
+    pub idmap: Option<Idmap>,
+    /// The bind source as a detached mount that `berth create` cloned
+    /// before forking (see `detached`); the init attaches it with move_mount.
+    pub detached: Option<OwnedFd>,
+}
+
+/// How an idmapped bind mount maps ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idmap {
+    /// The mount's own uidMappings and gidMappings as uid_map/gid_map
+    /// text; None: the container's user namespace mappings (`idmap` or
+    /// `ridmap` alone).
+    pub maps: Option<(Vec<u8>, Vec<u8>)>,
+    /// `ridmap`: every mount of a recursive bind, not only the top one.
+    pub recursive: bool,
+}
+
+/// The mount that holds the rootfs directory, made private before the
+/// rootfs is bound so that nothing propagates back to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// The rootfs directory is a mount of its own (an overlay, say).
+    Rootfs,
+    /// The mount at this path, above the rootfs.
+    Above(CString),
 }
 
 #[derive(Debug)]
@@ -128,7 +154,12 @@ pub struct Plan {
     pub time_offsets: Option<Vec<u8>>,
     // Root filesystem.
     pub rootfs: CString,
-    pub rootfs_holders: Vec<CString>,
+    /// The rootfs directory, opened O_PATH by `berth create`. Stage 1 makes
+    /// it its working directory before it creates the mount namespace, so
+    /// the init reaches the rootfs as "." even where the container's root
+    /// may not walk the path to it (a bundle directory of mode 0700).
+    pub rootfs_dir: OwnedFd,
+    pub rootfs_holder: Option<Holder>,
     pub root_propagation: libc::c_ulong,
     /// linux.rootfsPropagation was given: applied again to the new root.
     pub root_propagation_set: bool,
@@ -268,13 +299,18 @@ impl Plan {
             });
 
         let root = spec.root().as_ref();
-        let mut rootfs_holders = Vec::new();
-        // The rootfs itself first: it may be a mount (an overlay, say).
-        let mut p = Some(rootfs);
-        while let Some(dir) = p {
-            rootfs_holders.push(cstr(dir.as_os_str().as_encoded_bytes(), "rootfs")?);
-            p = dir.parent();
-        }
+        let rootfs_c = cstr(rootfs.as_os_str().as_encoded_bytes(), "rootfs")?;
+        let rootfs_dir = crate::sys::openat(
+            libc::AT_FDCWD,
+            &rootfs_c,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(|source| LinuxError::Io {
+            what: format!("open rootfs {}", rootfs.display()),
+            source,
+        })?;
+        let rootfs_holder = rootfs_holder(rootfs)?;
 
         let mounts = spec
             .mounts()
@@ -483,8 +519,9 @@ impl Plan {
             uid_map: fmt_map(linux.uid_mappings()),
             gid_map: fmt_map(linux.gid_mappings()),
             time_offsets,
-            rootfs: cstr(rootfs.as_os_str().as_encoded_bytes(), "rootfs")?,
-            rootfs_holders,
+            rootfs: rootfs_c,
+            rootfs_dir,
+            rootfs_holder,
             root_propagation,
             root_propagation_set: linux
                 .rootfs_propagation()
@@ -603,6 +640,32 @@ fn passwd_home(rootfs: &Path, uid: u32) -> Option<String> {
         .find(|h| !h.is_empty())
 }
 
+/// The mount holding `rootfs` (the rootfs itself first: it may be a mount),
+/// found by `berth create`, which can reach every directory on the way.
+fn rootfs_holder(rootfs: &Path) -> Result<Option<Holder>, LinuxError> {
+    let mut p = Some(rootfs);
+    while let Some(dir) = p {
+        let c = cstr(dir.as_os_str().as_encoded_bytes(), "rootfs")?;
+        if crate::rootfs::is_mount_root(&c) {
+            return Ok(Some(if dir == rootfs {
+                Holder::Rootfs
+            } else {
+                Holder::Above(c)
+            }));
+        }
+        p = dir.parent();
+    }
+    Ok(None)
+}
+
+/// uid_map/gid_map text for a list of mappings.
+pub fn map_text(maps: &[oci_spec::runtime::LinuxIdMapping]) -> Vec<u8> {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect::<String>()
+        .into_bytes()
+}
+
 fn mount_step(
     m: &oci_spec::runtime::Mount,
     bundle_dir: &Path,
@@ -634,6 +697,30 @@ fn mount_step(
         && source
             .as_ref()
             .is_some_and(|s| s.metadata().is_ok_and(|md| !md.is_dir()));
+    let given = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.as_deref().filter(|m| !m.is_empty()).map(map_text)
+    };
+    let idmap = match (given(m.uid_mappings()), given(m.gid_mappings()), opts.idmap) {
+        (Some(u), Some(g), recursive) => Some(Idmap {
+            maps: Some((u, g)),
+            recursive: recursive.unwrap_or(false),
+        }),
+        (None, None, Some(recursive)) => Some(Idmap {
+            maps: None,
+            recursive,
+        }),
+        (None, None, None) => None,
+        _ => {
+            return Err(LinuxError::Plan(format!(
+                "mount {display}: an idmapped mount needs both uidMappings and gidMappings"
+            )))
+        }
+    };
+    if idmap.is_some() && bind.is_none() {
+        return Err(LinuxError::Plan(format!(
+            "mount {display}: an idmapped mount must be a bind mount"
+        )));
+    }
     let kind = match (bind, typ.as_str()) {
         (Some(recursive), _) => MountKind::Bind { recursive },
         (None, "cgroup") | (None, "cgroup2") => {
@@ -685,6 +772,8 @@ fn mount_step(
         },
         dest_is_file,
         tmpcopyup,
+        idmap,
+        detached: None,
     })
 }
 

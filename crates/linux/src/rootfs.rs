@@ -4,12 +4,20 @@
 //! RESOLVE_IN_ROOT, and mounted through its /proc/self/fd/N path, so a
 //! symlink in the rootfs can never send a mount outside it. Missing
 //! directories are created one component at a time, each resolved the same way.
+//!
+//! The rootfs itself is never looked up by path here: stage 1 made it the
+//! working directory before the mount namespace existed, and the init clones
+//! "." (open_tree) and attaches the clone on top of it. Bind sources that
+//! `berth create` cloned before forking (a container with a user namespace,
+//! or an idmapped mount; see `detached`) are attached with move_mount. So the
+//! container's root never needs to walk the bundle's path on the host.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use crate::plan::{MountKind, MountStep, Plan};
+use crate::detached;
+use crate::plan::{Holder, MountKind, MountStep, Plan};
 use crate::sys::{self, FdPath};
 
 /// A failure with what was being done; formatted by the caller.
@@ -121,28 +129,56 @@ fn open_dest(root: RawFd, rel: &[u8], is_file: bool) -> io::Result<OwnedFd> {
     open_beneath(root, rel, libc::O_PATH)
 }
 
-/// Set the propagation of "/" and make the rootfs a mount point of its own.
+/// Stage 1, before it creates the mount namespace: the rootfs directory
+/// becomes the working directory, which the new namespace carries over.
+pub fn enter_rootfs_dir(plan: &Plan) -> Res<()> {
+    let fd = plan.rootfs_dir.as_raw_fd();
+    sys::fchdir(fd).ctx(|| format!("chdir to rootfs {}", plan.rootfs.to_string_lossy()))?;
+    // A directory of the host's mount namespace: from here on the working
+    // directory stands for it, and the init must never hold it (its ".."
+    // leads out of the rootfs).
+    // SAFETY: stage 1's copy of the descriptor; stage 1 never returns, so
+    // the OwnedFd in its copy of the plan is never dropped.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// Set the propagation of "/" and make the mount holding the rootfs private.
 pub fn prepare(plan: &Plan) -> Res<()> {
     sys::mount(None, c"/", None, plan.root_propagation, None)
         .ctx(|| "set propagation of / (linux.rootfsPropagation)".into())?;
     // The mount holding the rootfs (possibly the rootfs itself) goes
     // private in this namespace: the container's mounts then never
     // propagate to the host, and pivot_root accepts the new root.
-    if let Some(holder) = plan.rootfs_holders.iter().find(|a| is_mount_root(a)) {
-        sys::mount(None, holder, None, libc::MS_PRIVATE, None)
-            .ctx(|| format!("make the mount at {} private", holder.to_string_lossy()))?;
+    let shared = plan.root_propagation & libc::MS_SHARED != 0;
+    match &plan.rootfs_holder {
+        None => Ok(()),
+        // The working directory is the rootfs (see `enter_rootfs_dir`).
+        Some(Holder::Rootfs) => sys::mount(None, c".", None, libc::MS_PRIVATE, None).ctx(|| {
+            format!(
+                "make the rootfs mount {} private",
+                plan.rootfs.to_string_lossy()
+            )
+        }),
+        Some(Holder::Above(holder)) => {
+            match sys::mount(None, holder, None, libc::MS_PRIVATE, None) {
+                // The container's root may not reach it (a bundle of mode
+                // 0700 above a mount). With a user namespace the mounts of
+                // this namespace are slaves of the host's unless the config
+                // asks for shared propagation: nothing goes back to the host.
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) && plan.in_userns() && !shared => {
+                    Ok(())
+                }
+                other => {
+                    other.ctx(|| format!("make the mount at {} private", holder.to_string_lossy()))
+                }
+            }
+        }
     }
-    sys::mount(
-        Some(&plan.rootfs),
-        &plan.rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .ctx(|| format!("bind mount rootfs {}", plan.rootfs.to_string_lossy()))
 }
 
-fn is_mount_root(path: &CStr) -> bool {
+/// Whether `path` is the root of a mount.
+pub(crate) fn is_mount_root(path: &CStr) -> bool {
     // SAFETY: a zeroed statx is valid to be overwritten.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: path is NUL-terminated and stx writable.
@@ -150,19 +186,24 @@ fn is_mount_root(path: &CStr) -> bool {
     r == 0 && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
 }
 
+/// Bind the rootfs on itself (a recursive clone of the working directory,
+/// attached on top of it) and return the new mount's root.
 pub fn open_root(plan: &Plan) -> Res<OwnedFd> {
-    sys::openat(
+    let what = || format!("bind mount rootfs {}", plan.rootfs.to_string_lossy());
+    let tree = detached::open_tree(
         libc::AT_FDCWD,
-        &plan.rootfs,
-        libc::O_PATH | libc::O_DIRECTORY,
-        0,
+        c".",
+        libc::OPEN_TREE_CLONE | libc::AT_RECURSIVE as u32,
     )
-    .ctx(|| format!("open rootfs {}", plan.rootfs.to_string_lossy()))
+    .ctx(|| format!("{} (open_tree)", what()))?;
+    detached::move_mount_to(tree.as_raw_fd(), libc::AT_FDCWD, c".")
+        .ctx(|| format!("{} (move_mount)", what()))?;
+    Ok(tree)
 }
 
 pub fn mount_all(plan: &Plan, root: RawFd) -> Res<()> {
     for m in &plan.mounts {
-        mount_one(m, root).map_err(|f| Failed {
+        mount_one(m, root, plan.root_propagation).map_err(|f| Failed {
             what: format!(
                 "mount {}{:?} on {}: {}",
                 m.fstype
@@ -187,7 +228,7 @@ fn source_name(m: &MountStep) -> String {
         .unwrap_or_default()
 }
 
-fn mount_one(m: &MountStep, root: RawFd) -> Res<()> {
+fn mount_one(m: &MountStep, root: RawFd, root_propagation: libc::c_ulong) -> Res<()> {
     let target = open_dest(root, m.dest.as_bytes(), m.dest_is_file)
         .ctx(|| "resolve destination in rootfs".into())?;
     let old_dir = if m.tmpcopyup {
@@ -201,10 +242,15 @@ fn mount_one(m: &MountStep, root: RawFd) -> Res<()> {
     let at = FdPath::new(target.as_raw_fd());
     match &m.kind {
         MountKind::Bind { recursive } => {
-            let src = m.source.as_deref().unwrap_or(c"");
-            let rec = if *recursive { libc::MS_REC } else { 0 };
-            sys::mount(Some(src), at.as_cstr(), None, libc::MS_BIND | rec, None)
-                .ctx(|| "bind".into())?;
+            match &m.detached {
+                Some(tree) => attach(tree.as_raw_fd(), &target, root_propagation)?,
+                None => {
+                    let src = m.source.as_deref().unwrap_or(c"");
+                    let rec = if *recursive { libc::MS_REC } else { 0 };
+                    sys::mount(Some(src), at.as_cstr(), None, libc::MS_BIND | rec, None)
+                        .ctx(|| "bind".into())?;
+                }
+            }
             if m.flags != 0 {
                 let mounted =
                     open_beneath(root, m.dest.as_bytes(), libc::O_PATH).ctx(|| "reopen".into())?;
@@ -238,6 +284,31 @@ fn mount_one(m: &MountStep, root: RawFd) -> Res<()> {
     if m.attr_set != 0 || m.attr_clr != 0 {
         sys::mount_setattr_recursive(mounted.as_raw_fd(), m.attr_set, m.attr_clr)
             .ctx(|| "mount_setattr (recursive options)".into())?;
+    }
+    Ok(())
+}
+
+/// Attach a bind source `berth create` cloned (see `detached`) on `target`.
+/// A clone of a shared host mount is the host mount's peer: it is made a
+/// slave first, as a bind made inside this namespace would be, so that
+/// mounts the container makes beneath it never reach the host; then it gets
+/// the propagation of "/" the config asked for (linux.rootfsPropagation).
+fn attach(tree: RawFd, target: &OwnedFd, root_propagation: libc::c_ulong) -> Res<()> {
+    detached::move_mount(tree, target.as_raw_fd())
+        .ctx(|| "attach the bind source (move_mount)".into())?;
+    let at = FdPath::new(tree);
+    sys::mount(
+        None,
+        at.as_cstr(),
+        None,
+        libc::MS_SLAVE | libc::MS_REC,
+        None,
+    )
+    .ctx(|| "make the bind a slave of its source".into())?;
+    let kind = root_propagation & (libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_UNBINDABLE);
+    if kind != 0 {
+        sys::mount(None, at.as_cstr(), None, kind | libc::MS_REC, None)
+            .ctx(|| "set propagation (linux.rootfsPropagation)".into())?;
     }
     Ok(())
 }
@@ -497,7 +568,8 @@ pub fn setup_dev(plan: &Plan, root: RawFd) -> Res<()> {
 pub fn enter(plan: &Plan, root: &OwnedFd) -> Res<()> {
     if plan.no_pivot {
         sys::fchdir(root.as_raw_fd()).ctx(|| "chdir to rootfs".into())?;
-        sys::mount(Some(&plan.rootfs), c"/", None, libc::MS_MOVE, None)
+        let at = FdPath::new(root.as_raw_fd());
+        sys::mount(Some(at.as_cstr()), c"/", None, libc::MS_MOVE, None)
             .ctx(|| "move rootfs to / (--no-pivot)".into())?;
         sys::chroot(c".").ctx(|| "chroot (--no-pivot)".into())?;
     } else {
@@ -554,7 +626,25 @@ fn mask(path: &CStr) -> io::Result<()> {
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
         sys::mount(Some(c"tmpfs"), path, Some(c"tmpfs"), libc::MS_RDONLY, None)
     } else {
-        sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None)
+        // Never by path: a /dev/null the container swapped for a symlink
+        // would turn every masked file into a view of its target (the
+        // CVE-2025-31133 class). Open it without following, check it is
+        // the null device, and bind that descriptor.
+        let null = sys::openat(
+            libc::AT_FDCWD,
+            c"/dev/null",
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )?;
+        let st = sys::fstatat(null.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "/dev/null is not the null device (1:3)",
+            ));
+        }
+        let from = sys::FdPath::new(null.as_raw_fd());
+        sys::mount(Some(from.as_cstr()), path, None, libc::MS_BIND, None)
     }
 }
 
