@@ -3,6 +3,7 @@
 
 mod cli;
 mod log;
+mod sealed;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +29,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Before anything is forked that the container could reach.
+    if matches!(cli.command, Command::Create(_) | Command::Run(_)) {
+        if let Err(e) = sealed::ensure() {
+            Logger::stderr().error(&format!(
+                "run berth from a read-only copy of its binary (so a container cannot overwrite it): {e}"
+            ));
+            return ExitCode::from(1);
+        }
+    }
     let logger = match Logger::open(cli.log.as_deref(), cli.log_format, cli.debug) {
         Ok(l) => std::rc::Rc::new(l),
         Err(e) => {
@@ -139,7 +149,10 @@ fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
         Command::Spec(a) => spec(a)?,
         Command::Features => println!(
             "{}",
-            serde_json::to_string_pretty(&berth_bundle::features())?
+            serde_json::to_string_pretty(&berth_bundle::features(berth_bundle::HostLsm {
+                apparmor: berth_linux::lsm::apparmor_enabled(),
+                selinux: berth_linux::lsm::selinux_enabled(),
+            }))?
         ),
     }
     Ok(0)

@@ -13,6 +13,12 @@
 //!   berth-probe sleep [SECS]    sleeps (default: forever), prints nothing; exits
 //!                               128+N on SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2
 //!   berth-probe echo TEXT...    prints TEXT joined by spaces and a newline (not JSON)
+//!   berth-probe sched           {"sched": {policy, priority, nice, reset_on_fork, ioprio_class,
+//!                               ioprio_level, personality, cpus}} of the process itself
+//!   berth-probe call NAME ARG.. {"call": {"name", "ret", "errno"}}: one raw syscall by number
+//!                               (NAME a number or one of getcwd, uname, mkdir, personality,
+//!                               getpid, umask, sethostname, chdir); ARGs are integers (0x.. ok)
+//!                               or, prefixed with '/', NUL-terminated path strings
 
 use serde_json::{json, Map, Value};
 use std::ffi::{CStr, CString};
@@ -344,6 +350,77 @@ fn report() -> Value {
     })
 }
 
+/// The process's own scheduling attributes, I/O priority, personality and
+/// CPU affinity, as the kernel reports them.
+fn sched() -> Value {
+    // SAFETY: plain queries of the calling process.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: param is a valid out-pointer.
+    let prio_ok = unsafe { libc::sched_getparam(0, &mut param) } == 0;
+    // SAFETY: getpriority has no pointer arguments; -1 is a valid nice value,
+    // errno tells failures apart (ignored here).
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    // SAFETY: ioprio_get(IOPRIO_WHO_PROCESS, self).
+    let ioprio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) };
+    // SAFETY: personality(0xffffffff) only queries.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    let status = read_to_string("/proc/self/status");
+    const RESET_ON_FORK: i32 = 0x4000_0000;
+    json!({ "sched": {
+        "policy": policy & !RESET_ON_FORK,
+        "reset_on_fork": policy & RESET_ON_FORK != 0,
+        "priority": if prio_ok { json!(param.sched_priority) } else { Value::Null },
+        "nice": nice,
+        "ioprio_class": if ioprio >= 0 { json!(ioprio >> 13) } else { Value::Null },
+        "ioprio_level": if ioprio >= 0 { json!(ioprio & 0x1fff) } else { Value::Null },
+        "personality": persona,
+        "cpus": status_field(&status, "Cpus_allowed_list"),
+    }})
+}
+
+/// One raw syscall, so seccomp tests see exactly the number and arguments
+/// they filter on (libc wrappers may use a different syscall).
+fn call(args: &[String]) -> Value {
+    let name = args.first().cloned().unwrap_or_default();
+    let nr = match name.as_str() {
+        "getcwd" => libc::SYS_getcwd,
+        "uname" => libc::SYS_uname,
+        "mkdir" => libc::SYS_mkdir,
+        "personality" => libc::SYS_personality,
+        "getpid" => libc::SYS_getpid,
+        "umask" => libc::SYS_umask,
+        "sethostname" => libc::SYS_sethostname,
+        "chdir" => libc::SYS_chdir,
+        n => match n.parse() {
+            Ok(v) => v,
+            Err(_) => return json!({ "call": { "name": name, "error": "unknown syscall" } }),
+        },
+    };
+    let mut keep = Vec::new();
+    let mut a = [0 as libc::c_long; 6];
+    let mut buf = [0u8; 4096];
+    for (i, s) in args.iter().skip(1).take(6).enumerate() {
+        a[i] = if s.starts_with('/') {
+            let c = std::ffi::CString::new(s.as_str()).unwrap_or_default();
+            let p = c.as_ptr() as libc::c_long;
+            keep.push(c);
+            p
+        } else if s == "buf" {
+            buf.as_mut_ptr() as libc::c_long
+        } else if let Some(h) = s.strip_prefix("0x") {
+            u64::from_str_radix(h, 16).unwrap_or(0) as libc::c_long
+        } else {
+            s.parse::<i64>().unwrap_or(0) as libc::c_long
+        };
+    }
+    // SAFETY: the caller picks a syscall and arguments for a test; pointer
+    // arguments point at live buffers above.
+    let ret = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    let err = if ret < 0 { errno() } else { 0 };
+    json!({ "call": { "name": name, "ret": ret, "errno": err } })
+}
+
 fn print(v: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
@@ -416,6 +493,8 @@ fn main() {
                 },
             }
         }
+        Some("sched") => print(sched()),
+        Some("call") => print(call(&rest)),
         Some("echo") => {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}", rest.join(" "));

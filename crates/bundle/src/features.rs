@@ -8,8 +8,23 @@ use crate::tables::{
     OCI_VERSION_MIN,
 };
 
+/// Whether the host has each LSM enabled (the `features` output says
+/// whether berth supports it, as the runtime spec defines `enabled`, and
+/// these go in annotations).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostLsm {
+    pub apparmor: bool,
+    pub selinux: bool,
+}
+
 /// What this build of berth accepts in config.json.
-pub fn features() -> Value {
+pub fn features(host: HostLsm) -> Value {
+    let on_host = |on: bool| if on { "enabled" } else { "disabled" };
+    let supported_flags: Vec<&str> = berth_seccomp::FLAGS
+        .iter()
+        .copied()
+        .filter(|f| berth_seccomp::flag_available(f))
+        .collect();
     let mount_options: Vec<&str> = MOUNT_OPTIONS
         .iter()
         .filter(|(_, opt)| opt.supported())
@@ -30,15 +45,24 @@ pub fn features() -> Value {
             // v2 needs an eBPF device program for the device rules every
             // container gets; until then only v1 (and hybrid) hosts.
             "cgroup": { "v1": true, "v2": false, "systemd": false, "systemdUser": false },
-            "seccomp": { "enabled": false },
-            "apparmor": { "enabled": false },
-            "selinux": { "enabled": false },
+            "seccomp": {
+                "enabled": true,
+                "actions": berth_seccomp::ACTIONS,
+                "operators": berth_seccomp::OPERATORS,
+                "archs": berth_seccomp::ARCHITECTURES,
+                "knownFlags": berth_seccomp::FLAGS,
+                "supportedFlags": supported_flags,
+            },
+            "apparmor": { "enabled": true },
+            "selinux": { "enabled": true },
             "intelRdt": { "enabled": false },
             "mountExtensions": { "idmap": { "enabled": idmap } },
         },
         "annotations": {
             "run.berth.version": env!("CARGO_PKG_VERSION"),
             "run.berth.backends": BACKENDS.join(","),
+            "run.berth.host.apparmor": on_host(host.apparmor),
+            "run.berth.host.selinux": on_host(host.selinux),
         },
     })
 }

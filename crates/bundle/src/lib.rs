@@ -18,7 +18,7 @@ mod template;
 mod validate;
 
 pub use error::{BundleError, Problem, Validation};
-pub use features::features;
+pub use features::{features, HostLsm};
 pub use tables::{
     capability_number, kernel_last_cap, known_capabilities, mount_option, mount_options,
     namespace_name, MountOpt, MountOptions, BACKENDS, BACKEND_ANNOTATION, CAPABILITY_SETS, HOOKS,

@@ -13,18 +13,10 @@ use crate::tables::{capability_number, known_capabilities, CAPABILITY_SETS, NAME
 
 /// Fields berth does not implement yet; setting any of them is an error.
 const UNSUPPORTED: &[&[&str]] = &[
-    &["linux", "seccomp"],
     &["vm"],
-    &["linux", "mountLabel"],
     &["linux", "intelRdt"],
-    &["linux", "personality"],
     &["linux", "memoryPolicy"],
     &["linux", "netDevices"],
-    &["process", "apparmorProfile"],
-    &["process", "selinuxLabel"],
-    &["process", "ioPriority"],
-    &["process", "scheduler"],
-    &["process", "execCPUAffinity"],
 ];
 
 const DEVICE_CGROUP_TYPES: &[&str] = &["a", "b", "c"];

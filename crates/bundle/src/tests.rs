@@ -560,37 +560,13 @@ fn domainname_needs_uts_namespace() {
 #[test]
 fn unimplemented_fields_are_errors() {
     let cases: &[(&str, &str, Value)] = &[
-        (
-            "linux",
-            "seccomp",
-            json!({ "defaultAction": "SCMP_ACT_ALLOW" }),
-        ),
-        (
-            "linux",
-            "mountLabel",
-            json!("system_u:object_r:container_file_t:s0"),
-        ),
         ("linux", "intelRdt", json!({ "closID": "x" })),
-        ("linux", "personality", json!({ "domain": "LINUX32" })),
         (
             "linux",
             "memoryPolicy",
             json!({ "mode": "MPOL_BIND", "nodes": "0" }),
         ),
         ("linux", "netDevices", json!({ "eth1": {} })),
-        ("process", "apparmorProfile", json!("unconfined")),
-        (
-            "process",
-            "selinuxLabel",
-            json!("system_u:system_r:container_t:s0"),
-        ),
-        (
-            "process",
-            "ioPriority",
-            json!({ "class": "IOPRIO_CLASS_RT", "priority": 1 }),
-        ),
-        ("process", "scheduler", json!({ "policy": "SCHED_FIFO" })),
-        ("process", "execCPUAffinity", json!({ "initial": "0" })),
     ];
     for (parent, name, value) in cases {
         let path = format!("{parent}.{name}");
@@ -603,12 +579,15 @@ fn unimplemented_fields_are_errors() {
 }
 
 #[test]
-fn unimplemented_field_with_bad_enum_is_still_named() {
-    assert_one(
-        |c| c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_NOPE" }),
-        "linux.seccomp",
-        "not supported yet",
+fn bad_seccomp_enum_is_named_by_its_path() {
+    let mut c = config(|_| {});
+    c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_NOPE" });
+    let e = parse(&serde_json::to_vec(&c).unwrap()).unwrap_err().to_string();
+    assert!(
+        e.contains("linux.seccomp.defaultAction: unknown variant `SCMP_ACT_NOPE`"),
+        "{e}"
     );
+    assert_eq!(e.lines().count(), 1, "{e}");
 }
 
 #[test]
@@ -789,7 +768,6 @@ fn many_problems_at_once() {
         c["process"]["capabilities"]["bounding"] = json!(["CAP_FOO", "CAP_KILL", "CAP_BAR"]);
         c["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOPE", "hard": 1, "soft": 1 }, { "type": "RLIMIT_CORE", "hard": 1, "soft": 2 }]);
         c["linux"]["namespaces"] = ns(&["pidd", "network", "ipc", "uts", "mount", "network"]);
-        c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ERRNO" });
         c["linux"]["resources"] = json!({ "cpu": { "shares": 2 } });
     }));
     let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
@@ -803,12 +781,11 @@ fn many_problems_at_once() {
         "process.rlimits[1]", // index in the file, though [0] was removed
         "linux.namespaces[0].type",
         "linux.namespaces[5].type", // the duplicate network, also past the removed [0]
-        "linux.seccomp",
         "linux.resources.cpu",
     ] {
         assert!(paths.contains(&path), "{path} missing from {paths:#?}");
     }
-    assert_eq!(found.len(), 11, "{found:#?}");
+    assert_eq!(found.len(), 10, "{found:#?}");
 }
 
 #[test]
@@ -895,7 +872,7 @@ fn missing_bundle_is_a_read_error() {
 
 #[test]
 fn features_come_from_the_tables() {
-    let f = features();
+    let f = features(HostLsm::default());
     assert_eq!(f["ociVersionMin"], "1.0.0");
     assert_eq!(f["ociVersionMax"], OCI_VERSION_MAX);
     assert_eq!(f["hooks"], json!(HOOKS));
@@ -912,7 +889,17 @@ fn features_come_from_the_tables() {
         f["linux"]["cgroup"],
         json!({ "v1": true, "v2": false, "systemd": false, "systemdUser": false })
     );
-    assert_eq!(f["linux"]["seccomp"]["enabled"], false);
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    assert_eq!(
+        f["linux"]["seccomp"]["actions"],
+        json!(berth_seccomp::ACTIONS)
+    );
+    assert_eq!(
+        f["linux"]["seccomp"]["operators"],
+        json!(berth_seccomp::OPERATORS)
+    );
+    assert_eq!(f["linux"]["apparmor"]["enabled"], true);
+    assert_eq!(f["annotations"]["run.berth.host.apparmor"], "disabled");
     assert_eq!(f["annotations"]["run.berth.backends"], "native,crun");
     assert_eq!(
         f["annotations"]["run.berth.version"],
@@ -927,7 +914,10 @@ fn print_template() {
         "{}",
         serde_json::to_string_pretty(&template(false)).unwrap()
     );
-    println!("{}", serde_json::to_string_pretty(&features()).unwrap());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&features(HostLsm::default())).unwrap()
+    );
 }
 
 #[test]

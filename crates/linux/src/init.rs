@@ -54,6 +54,11 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     // Still the caller's identity: the rootfs directory becomes the working
     // directory, which the mount namespace created below carries over.
     rootfs::enter_rootfs_dir(plan)?;
+    // Before the parent moves this process into the container's cgroup.
+    if let Some(set) = &plan.extras.cpu_initial {
+        sys::set_affinity(set)
+            .ctx(|| "process.execCPUAffinity.initial: sched_setaffinity".into())?;
+    }
     for j in &plan.joins {
         sys::setns(j.fd.as_raw_fd(), j.flag).ctx(|| format!("join namespace {}", j.path))?;
     }
@@ -169,6 +174,14 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
         setup_console(plan, fds)?;
     }
     rootfs::finish(plan)?;
+    // After the container's /proc is in place; before the session keyring,
+    // which takes the keycreate label.
+    if let Some(label) = &plan.extras.lsm {
+        for w in &label.writes {
+            sys::write_file(&w.path, &w.data)
+                .ctx(|| format!("{}: write {}", w.what, w.path.to_string_lossy()))?;
+        }
+    }
     if let Some(k) = &plan.keyring {
         match sys::join_session_keyring(k) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
@@ -180,6 +193,24 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     for (res, soft, hard, name) in &plan.rlimits {
         sys::setrlimit(*res, *soft, *hard)
             .ctx(|| format!("process.rlimits: set {name} to {soft}/{hard}"))?;
+    }
+    // Still privileged: real-time classes need CAP_SYS_NICE / CAP_SYS_ADMIN.
+    if let Some(attr) = &plan.extras.sched {
+        sys::sched_setattr(attr).ctx(|| {
+            format!(
+                "process.scheduler: sched_setattr(policy {}, nice {}, priority {})",
+                attr.policy, attr.nice, attr.priority
+            )
+        })?;
+    }
+    if let Some(prio) = plan.extras.ioprio {
+        sys::ioprio_set(prio).ctx(|| {
+            format!(
+                "process.ioPriority: ioprio_set(class {}, priority {})",
+                prio >> 13,
+                prio & 0x1fff
+            )
+        })?;
     }
     credentials(plan)?;
     let exe = plan
@@ -193,7 +224,25 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     sys::fstatat(libc::AT_FDCWD, fifo_path.as_cstr(), 0).ctx(|| {
         "reach the exec fifo through /proc/self/fd (is /proc mounted in the container?)".into()
     })?;
+    // A NOTIFY filter goes in now, as runc does it: its listener descriptor
+    // must reach `create`, which hands it to the listener socket. Every other
+    // filter waits until right before exec.
+    let listener = match (&plan.extras.seccomp, plan.extras.notify.is_some()) {
+        (Some(filter), true) => Some(
+            berth_seccomp::install(filter)
+                .ctx(|| "linux.seccomp: load the filter".into())?
+                .ok_or_else(|| Failed {
+                    what: "linux.seccomp: the kernel returned no notify listener".into(),
+                    err: None,
+                })?,
+        ),
+        _ => None,
+    };
     sync::send(sync, &Msg::Ready).ctx(|| "sync with parent".into())?;
+    if let Some(l) = listener {
+        sync::send_file(sync, l.as_raw_fd(), b"seccomp")
+            .ctx(|| "linux.seccomp: send the notify listener to berth".into())?;
+    }
     let fifo = match sys::openat(libc::AT_FDCWD, fifo_path.as_cstr(), libc::O_WRONLY, 0) {
         Ok(f) => f,
         Err(_) => sys::exit_now(1),
@@ -214,6 +263,29 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     // above stdio and the preserved ones, except the fifo (close-on-exec).
     if let Err(e) = sys::close_all_from(3 + plan.preserve_fds, fifo) {
         die(fifo, &format!("close descriptors before exec: {e}"));
+    }
+    if let Some(set) = &plan.extras.cpu_final {
+        if let Err(e) = sys::set_affinity(set) {
+            die(
+                fifo,
+                &format!("process.execCPUAffinity.final: sched_setaffinity: {e}"),
+            );
+        }
+    }
+    if let Some(p) = plan.extras.personality {
+        if let Err(e) = sys::personality(p) {
+            die(
+                fifo,
+                &format!("linux.personality: personality({p:#x}): {e}"),
+            );
+        }
+    }
+    // As late as possible, so a profile need not allow what berth itself
+    // does before exec.
+    if let (Some(filter), false) = (&plan.extras.seccomp, plan.extras.notify.is_some()) {
+        if let Err(e) = berth_seccomp::install(filter) {
+            die(fifo, &format!("linux.seccomp: load the filter: {e}"));
+        }
     }
     let err = sys::execve(exe, &plan.argv_ptrs, &plan.envp_ptrs);
     die(fifo, &format!("exec {:?}: {err}", plan.arg0))
@@ -283,6 +355,8 @@ fn setup_console(plan: &Plan, fds: &ChildFds) -> Res<()> {
         .ctx(|| "make the pty the controlling terminal".into())
 }
 
+const CAP_SYS_ADMIN: u32 = 21;
+
 /// Credentials and capabilities, in the order the kernel needs: the
 /// bounding set while still privileged, ids with capabilities kept, the
 /// working directory as the user, then the capability sets and
@@ -308,9 +382,34 @@ fn credentials(plan: &Plan) -> Res<()> {
     sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).ctx(|| "reset keep-capabilities".into())?;
     sys::chdir(&plan.cwd)
         .ctx(|| format!("process.cwd: chdir to {}", plan.cwd.to_string_lossy()))?;
+    // A cwd through a descriptor still open here (/proc/self/fd/N/..) could
+    // land outside the container (the CVE-2024-21626 class): the kernel
+    // reports such a directory as unreachable from the root.
+    if !sys::cwd_is_under_root() {
+        return Err(Failed {
+            what: format!(
+                "process.cwd: {} resolves outside the container's root",
+                plan.cwd.to_string_lossy()
+            ),
+            err: None,
+        });
+    }
     if let Some(caps) = &plan.caps {
-        sys::capset(caps.effective, caps.permitted, caps.inheritable)
-            .ctx(|| "process.capabilities: capset".into())?;
+        // Without no_new_privs, loading a seccomp filter needs CAP_SYS_ADMIN.
+        // It stays in the effective and permitted sets until exec, which
+        // drops it: exec recomputes both from the bounding, inheritable and
+        // ambient sets, none of which gain it here.
+        let keep = if plan.extras.seccomp.is_some() && !plan.no_new_privs {
+            1u64 << CAP_SYS_ADMIN
+        } else {
+            0
+        };
+        sys::capset(
+            caps.effective | keep,
+            caps.permitted | keep,
+            caps.inheritable,
+        )
+        .ctx(|| "process.capabilities: capset".into())?;
         sys::prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,

@@ -11,6 +11,9 @@ pub mod plan;
 
 mod detached;
 mod init;
+pub mod lsm;
+mod notify;
+pub mod process;
 mod rootfs;
 mod sync;
 mod sys;
@@ -225,6 +228,11 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
             sync::Msg::Ready => break,
             other => return Err(unexpected(other)),
         }
+    }
+    if let Some(listener) = &plan.extras.notify {
+        let fd = sync::recv_file(sock).map_err(io_err("receive the seccomp notify listener"))?;
+        let msg = notify::process_state(&cb.hook_state(pid, "creating"), pid, &listener.metadata);
+        notify::hand_over(listener, &msg, fd.as_raw_fd())?;
     }
     let console_master = match console_parent {
         Some(c) => Some(sync::recv_file(c.as_raw_fd()).map_err(io_err("receive the pty master"))?),

@@ -202,6 +202,8 @@ pub struct Plan {
     pub start_container_hooks: Vec<Hook>,
     /// The parent must be asked before pivot_root (hooks to run, state to hand over).
     pub hook_sync: bool,
+    /// Personality, scheduler, I/O priority, CPU affinity, LSM labels, seccomp.
+    pub extras: crate::process::Extras,
 }
 
 fn cstr(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, LinuxError> {
@@ -312,7 +314,7 @@ impl Plan {
         })?;
         let rootfs_holder = rootfs_holder(rootfs)?;
 
-        let mounts = spec
+        let mut mounts = spec
             .mounts()
             .iter()
             .flatten()
@@ -512,6 +514,10 @@ impl Plan {
                 .collect()
         };
         let (argv_ptrs, envp_ptrs) = (pointers(&argv), pointers(&env));
+        let extras = crate::process::Extras::build(spec)?;
+        if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+            crate::lsm::apply_mount_label(&mut mounts, Some(label), &crate::lsm::Host::detect())?;
+        }
         Ok(Plan {
             joins,
             new_userns,
@@ -568,6 +574,7 @@ impl Plan {
             create_container_hooks,
             start_container_hooks,
             hook_sync,
+            extras,
         })
     }
 

@@ -323,6 +323,51 @@ pub fn prctl(option: i32, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::Resul
     check_int(unsafe { libc::prctl(option, arg2, arg3, 0, 0) }).map(drop)
 }
 
+/// Whether getcwd(2) gives a path under the current root: the kernel
+/// prefixes a directory it cannot reach from the root with "(unreachable)"
+/// or fails with ENOENT.
+pub fn cwd_is_under_root() -> bool {
+    let mut buf = [0u8; 4096];
+    // SAFETY: the buffer is writable for its length.
+    let ret = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    // A path too long for the buffer (ERANGE) is under the root as far as we
+    // can tell; anything else that fails is not.
+    if ret < 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE);
+    }
+    buf[0] == b'/'
+}
+
+pub fn set_affinity(set: &crate::process::CpuSet) -> io::Result<()> {
+    // SAFETY: the set is a valid cpu_set_t of the size passed.
+    check_int(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0) })
+        .map(drop)
+}
+
+pub fn sched_setattr(attr: &crate::process::SchedAttr) -> io::Result<()> {
+    // SAFETY: attr is a valid struct sched_attr whose size field is set.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            0,
+            attr as *const crate::process::SchedAttr,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+pub fn ioprio_set(prio: libc::c_int) -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) }).map(drop)
+}
+
+pub fn personality(persona: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    check_int(unsafe { libc::personality(persona) }).map(drop)
+}
+
 pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
     let lim = libc::rlimit {
         rlim_cur: soft,
