@@ -29,15 +29,36 @@ fn bundle_dir() -> &'static Path {
         } else {
             std::env::temp_dir()
         };
-        let dir = tmp.join(format!("berth-fuzz-{}", std::process::id()));
-        // A leftover of an earlier process with the same pid.
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_stale(&tmp);
+        let dir = tmp.join(format!("{PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(dir.join("rootfs")).expect("create the fuzz bundle");
         // SAFETY: registers an extern "C" fn taking nothing, which libc calls
         // at exit (libFuzzer exits through exit() when a bounded run ends).
         unsafe { libc::atexit(remove_bundle) };
         dir.canonicalize().expect("canonical bundle path")
     })
+}
+
+const PREFIX: &str = "berth-fuzz-";
+
+/// Removes the bundles of fuzzing processes that are gone (a crash skips
+/// the removal at exit), and one left with this process's pid.
+fn remove_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && Path::new("/proc").join(pid).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 extern "C" fn remove_bundle() {
