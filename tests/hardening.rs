@@ -654,8 +654,6 @@ fn cwd_through_proc_self_fd_stays_in_the_container() {
 /// /, the bundle, the rootfs, the runtime's root) on fds 3..=6. The program
 /// must never get one of them as its working directory.
 #[test]
-#[ignore = "berth bug: process.cwd /proc/self/fd/N/.. reaches a host directory the runtime \
-            inherited (chdir happens before the inherited descriptors are closed)"]
 fn cwd_through_an_inherited_descriptor_stays_in_the_container() {
     let rt = Runtime::new("hd-cwdinh");
     let secret = host_secret(&rt);
@@ -1046,8 +1044,6 @@ fn nested_userns_unmasks_without_masks() {
 /// ever written: the check opens for appending and writes nothing.
 /// (runc 1.1.5, Debian 12's, predates the fix (1.2.8) and fails this.)
 #[test]
-#[ignore = "berth bug: maskedPaths bind /dev/null by path, following a symlink \
-            (a masked file becomes a writable bind of /proc/sys/kernel/core_pattern)"]
 fn masking_never_binds_a_symlinked_dev_null() {
     berth_integration::berth_only!();
     let rt = Runtime::new("hd-devnull");

@@ -139,8 +139,22 @@ fn parse_value(json: &[u8]) -> Result<Value, BundleError> {
 fn typed(value: Value, removed: &Removed) -> Result<Spec, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| Problem {
         path: removed.remap(&jsonpath::from_serde(e.path())),
-        msg: e.inner().to_string(),
+        msg: one_line(&e.inner().to_string()),
     })
+}
+
+/// serde quotes offending values raw; a value with a newline must not
+/// split a message across lines.
+fn one_line(msg: &str) -> String {
+    msg.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// A type error alone is a parse error; with other problems, one of many.

@@ -504,7 +504,7 @@ pub(crate) fn resolve(s: &LinuxSeccomp) -> Result<Resolved, SeccompError> {
             } else if !warnings_has_name(&warnings, name) {
                 let listed: Vec<&str> = abis.iter().map(|a| a.oci_name()).collect();
                 warnings.push(format!(
-                    "{path}.names[{j}]: syscall \"{name}\" is unknown on {}; ignored",
+                    "{path}.names[{j}]: syscall {name:?} is unknown on {}; ignored",
                     listed.join(", ")
                 ));
             }
@@ -599,7 +599,7 @@ pub(crate) fn resolve(s: &LinuxSeccomp) -> Result<Resolved, SeccompError> {
 
 /// One warning per unknown name, even when several entries list it.
 fn warnings_has_name(warnings: &[String], name: &str) -> bool {
-    let needle = format!("syscall \"{name}\" is unknown");
+    let needle = format!("syscall {name:?} is unknown");
     warnings.iter().any(|w| w.contains(&needle))
 }
 
