@@ -17,6 +17,7 @@ PKGS=(
 	crun           # the crun backend, and hack/bench
 	jq             # hack/mkbundle.sh edits config.json
 	hyperfine      # hack/bench --hyperfine
+	uidmap         # newuidmap/newgidmap: rootless berth's subordinate id mappings (tests/rootless.rs)
 )
 # shellcheck disable=SC2206
 PKGS+=(${BERTH_EXTRA_PKGS:-})

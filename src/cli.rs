@@ -21,9 +21,10 @@ pub const VERSION: &str = concat!(
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Directory for container state (tmpfs recommended).
-    #[arg(long, default_value = berth_state::DEFAULT_ROOT, value_name = "DIR")]
-    pub root: PathBuf,
+    /// Directory for container state (tmpfs recommended) [default:
+    /// /run/berth, or $XDG_RUNTIME_DIR/berth when not run as root].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Write log lines to this file instead of stderr.
     #[arg(long, value_name = "PATH")]
     pub log: Option<PathBuf>,
@@ -36,7 +37,8 @@ pub struct Cli {
     /// Manage cgroups through systemd (not supported yet).
     #[arg(long)]
     pub systemd_cgroup: bool,
-    /// Ignore cgroup permission errors: true, false or auto (as runc).
+    /// Leave out cgroups the caller may not write, with a warning: true,
+    /// false or auto (as runc: true when not root, or root in a user namespace).
     #[arg(long, default_value = "auto", value_parser = ["true", "false", "auto"], value_name = "VALUE")]
     pub rootless: String,
     /// Path to criu (accepted for runc compatibility; checkpointing comes later).
@@ -44,6 +46,50 @@ pub struct Cli {
     pub criu: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// `--root`, else runc's default: `$XDG_RUNTIME_DIR/berth` for a user
+    /// that is not root (or is root only in a user namespace, logged in as
+    /// someone else), else /run/berth.
+    pub fn root_dir(&self) -> PathBuf {
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty());
+        match xdg {
+            Some(dir) if honour_xdg() => PathBuf::from(dir).join("berth"),
+            _ => PathBuf::from(berth_state::DEFAULT_ROOT),
+        }
+    }
+
+    /// `--rootless` resolved: "auto" means true when berth is not root, or
+    /// is root only inside a user namespace.
+    pub fn rootless(&self) -> bool {
+        match self.rootless.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => euid() != 0 || in_user_namespace(),
+        }
+    }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+fn honour_xdg() -> bool {
+    euid() != 0 || (in_user_namespace() && std::env::var("USER").is_ok_and(|u| u != "root"))
+}
+
+/// Whether this process runs in a user namespace other than the host's
+/// (whose uid_map maps every id to itself).
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        f != ["0", "0", "4294967295"]
+    })
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,7 +274,7 @@ mod tests {
         };
         assert!(k.all && k.signal == "KILL");
         let cli = Cli::try_parse_from(["berth", "--root", "/r", "delete", "c1", "-f"]).unwrap();
-        assert_eq!(cli.root, PathBuf::from("/r"));
+        assert_eq!(cli.root_dir(), PathBuf::from("/r"));
         // As runc: the global --rootless takes a value; spec's is a switch.
         let cli =
             Cli::try_parse_from(["berth", "--rootless", "true", "spec", "--rootless"]).unwrap();

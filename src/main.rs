@@ -106,14 +106,14 @@ fn one_line(e: &anyhow::Error) -> String {
 fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
     let warn_logger = std::rc::Rc::clone(logger);
     let rt = Runtime::new(
-        &cli.root,
+        cli.root_dir(),
         Box::new(move |w| warn_logger.log(Level::Warning, w)),
     );
     logger.log(Level::Debug, &format!("command {:?}", cli.command));
     match &cli.command {
         Command::Create(a) => {
             no_systemd(cli)?;
-            let opts = create_options(a)?;
+            let opts = create_options(cli, a)?;
             rt.create(&a.id, &opts)
                 .with_context(|| format!("create container {}", a.id))?;
         }
@@ -122,7 +122,7 @@ fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
             if a.keep {
                 return Err(anyhow!("run --keep is not supported yet"));
             }
-            let opts = create_options(&a.create)?;
+            let opts = create_options(cli, &a.create)?;
             let status = rt
                 .run(&a.create.id, &opts, a.detach)
                 .with_context(|| format!("run container {}", a.create.id))?;
@@ -165,15 +165,10 @@ fn no_systemd(cli: &Cli) -> Result<()> {
             "--systemd-cgroup is not supported yet (berth manages cgroupfs directly)"
         ));
     }
-    if cli.rootless == "true" {
-        return Err(anyhow!(
-            "--rootless true is not supported yet (berth runs containers as root)"
-        ));
-    }
     Ok(())
 }
 
-fn create_options(a: &CreateArgs) -> Result<CreateOptions> {
+fn create_options(cli: &Cli, a: &CreateArgs) -> Result<CreateOptions> {
     let bundle = match &a.bundle {
         Some(b) => b.clone(),
         None => std::env::current_dir().context("current directory")?,
@@ -186,6 +181,7 @@ fn create_options(a: &CreateArgs) -> Result<CreateOptions> {
         listen_fds: listen_fds(),
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
+        rootless: cli.rootless(),
     })
 }
 

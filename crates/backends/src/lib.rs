@@ -72,6 +72,8 @@ pub struct CreateRequest<'a> {
     pub opts: &'a CreateOptions,
     /// Foreground `run`: keep the pty master instead of a console socket.
     pub keep_console: bool,
+    /// Where warnings go (the CLI's logger).
+    pub warn: &'a dyn Fn(&str),
 }
 
 pub struct Created {

@@ -59,6 +59,90 @@ fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
     rules
 }
 
+/// `--rootless` (by default, whenever berth is not root), as runc's
+/// rootless cgroup manager: hierarchies the caller may not write (no
+/// delegation) are left out with a warning that says why; a cgroupsPath
+/// given in the config must be usable (a delegated cgroup2 subtree, say);
+/// resource limits with no cgroup to hold them are an error. Device rules
+/// need CAP_SYS_ADMIN in the host's user namespace whatever the
+/// delegation, so they are skipped with a warning: in a user namespace the
+/// container can create no device node, and opens only the nodes it is
+/// given, with the host's permissions.
+fn rootless_cgroup(
+    req: &CreateRequest<'_>,
+    cgroup: &mut Cgroup,
+    cgroups_path: Option<&str>,
+    rec: &mut Record,
+) -> Result<()> {
+    let existed: Vec<String> = cgroup
+        .paths
+        .iter()
+        .filter(|(_, p)| p.is_dir())
+        .map(|(k, _)| k.clone())
+        .collect();
+    let skipped = cgroup.create_permitted()?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    if !skipped.is_empty() {
+        // Grouped by reason: "Permission denied: /sys/fs/cgroup/cpu/c1, ...".
+        let mut reasons: Vec<(String, Vec<String>)> = Vec::new();
+        for s in &skipped {
+            let why = s.error.to_string();
+            let path = s.path.display().to_string();
+            match reasons.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, paths)) => paths.push(path),
+                None => reasons.push((why, vec![path])),
+            }
+        }
+        let list = reasons
+            .iter()
+            .map(|(why, paths)| format!("{why}: {}", paths.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if let Some(p) = cgroups_path.filter(|p| !p.is_empty() && cgroup.paths.is_empty()) {
+            return Err(BackendError::Invalid(format!(
+                "linux.cgroupsPath {p:?}: no cgroup hierarchy there is writable by uid {euid} (delegate a cgroup2 directory to the user): {list}"
+            )));
+        }
+        if let Some(limit) = resource_limits(&req.bundle.spec) {
+            return Err(BackendError::Invalid(format!(
+                "linux.resources.{limit}: cannot be applied: berth runs as uid {euid} and may not write the container's cgroups: {list}"
+            )));
+        }
+        (req.warn)(&format!(
+            "rootless: the container runs without the cgroups uid {euid} may not create (no delegation; linux.cgroupsPath may name a delegated cgroup2 directory): {list}"
+        ));
+    }
+    rec.cgroup_paths = cgroup.paths.clone();
+    rec.cgroup_shared = cgroup.paths.keys().any(|k| existed.contains(k));
+    req.container.save_quick(rec)?;
+    let rules = req
+        .bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().as_ref())
+        .is_some_and(|d| !d.is_empty());
+    if rules {
+        (req.warn)(&format!(
+            "linux.resources.devices: not applied: device cgroup rules need root in the host's user namespace (berth runs as uid {euid}); the container's user namespace already keeps it from creating device nodes"
+        ));
+    }
+    Ok(())
+}
+
+/// The first resource limit the config sets other than device rules.
+fn resource_limits(spec: &oci_spec::runtime::Spec) -> Option<String> {
+    let res = spec.linux().as_ref()?.resources().as_ref()?;
+    let value = serde_json::to_value(res).ok()?;
+    value
+        .as_object()?
+        .iter()
+        .find(|(k, v)| k.as_str() != "devices" && !v.is_null())
+        .map(|(k, _)| k.clone())
+}
+
 struct Recorder<'a> {
     c: &'a Container,
     rec: &'a mut Record,
@@ -93,15 +177,19 @@ impl Backend for Native {
             .as_ref()
             .and_then(|l| l.cgroups_path().as_ref())
             .map(|p| p.to_string_lossy().into_owned());
-        let cgroup = Hierarchies::detect()?.container(cgroups_path.as_deref(), &rec.id)?;
+        let mut cgroup = Hierarchies::detect()?.container(cgroups_path.as_deref(), &rec.id)?;
         // Recorded before anything exists, so delete finds it after a crash.
         rec.cgroup_paths = cgroup.paths.clone();
         rec.cgroup_shared = cgroup.exists();
         req.container.save_quick(rec)?;
-        cgroup.create()?;
-        // A shared cgroup's device rules belong to whoever made it.
-        if !rec.cgroup_shared {
-            cgroup.apply_devices(&device_rules(spec))?;
+        if req.opts.rootless {
+            rootless_cgroup(req, &mut cgroup, cgroups_path.as_deref(), rec)?;
+        } else {
+            cgroup.create()?;
+            // A shared cgroup's device rules belong to whoever made it.
+            if !rec.cgroup_shared {
+                cgroup.apply_devices(&device_rules(spec))?;
+            }
         }
         let console = match (&req.opts.console_socket, req.keep_console) {
             (Some(p), _) => Console::Socket(p),

@@ -18,6 +18,9 @@ pub struct CreateOptions {
     pub listen_fds: u32,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
+    /// `--rootless` resolved (runc's meaning): leave out the cgroup
+    /// hierarchies the caller may not write, with a warning.
+    pub rootless: bool,
 }
 
 pub struct Runtime {
@@ -91,6 +94,7 @@ impl Runtime {
             bundle: &bundle,
             opts,
             keep_console,
+            warn: &*self.warn,
         };
         let created = engine.create(&req, &mut rec).and_then(|created| {
             if let Some(p) = &opts.pid_file {

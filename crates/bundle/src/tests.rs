@@ -582,7 +582,9 @@ fn unimplemented_fields_are_errors() {
 fn bad_seccomp_enum_is_named_by_its_path() {
     let mut c = config(|_| {});
     c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_NOPE" });
-    let e = parse(&serde_json::to_vec(&c).unwrap()).unwrap_err().to_string();
+    let e = parse(&serde_json::to_vec(&c).unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("linux.seccomp.defaultAction: unknown variant `SCMP_ACT_NOPE`"),
         "{e}"

@@ -292,6 +292,42 @@ pub fn default_device_rules() -> Vec<DeviceRule> {
     ]
 }
 
+/// A hierarchy a rootless container goes without, and why.
+#[derive(Debug)]
+pub struct Skipped {
+    pub key: String,
+    pub path: PathBuf,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)
+    }
+}
+
+/// A permission error: the caller may not write there (no delegation).
+fn denied(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+    )
+}
+
+/// Whether this process may write `file` (effective ids, as the kernel checks).
+fn writable(file: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(file.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is NUL-terminated; faccessat only reads it.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A container's cgroup: one directory per hierarchy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cgroup {
@@ -317,6 +353,63 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// [`create`](Self::create) for a rootless berth (runc's rootless cgroup
+    /// manager): a hierarchy whose directory the caller may not create, or
+    /// whose `cgroup.procs` it may not write (no delegation), is taken out
+    /// of this cgroup and returned with the reason. Any other failure is an
+    /// error.
+    pub fn create_permitted(&mut self) -> Result<Vec<Skipped>, CgroupError> {
+        let mut skipped = Vec::new();
+        let mut kept = BTreeMap::new();
+        for (key, path) in std::mem::take(&mut self.paths) {
+            let made = !path.is_dir();
+            let outcome = if made {
+                fs::create_dir_all(&path).map_err(|source| CgroupError::Create {
+                    path: path.clone(),
+                    source,
+                })
+            } else {
+                writable(&path.join("cgroup.procs")).map_err(|source| CgroupError::Write {
+                    path: path.join("cgroup.procs"),
+                    value: String::new(),
+                    source,
+                })
+            };
+            let outcome = outcome.and_then(|()| {
+                if key.split(',').any(|c| c == "cpuset") {
+                    inherit_cpuset(&path)
+                } else {
+                    Ok(())
+                }
+            });
+            match outcome {
+                Ok(()) => {
+                    kept.insert(key, path);
+                }
+                Err(
+                    CgroupError::Create { source, .. }
+                    | CgroupError::Write { source, .. }
+                    | CgroupError::Read { source, .. },
+                ) if denied(&source) => {
+                    if made {
+                        let _ = fs::remove_dir(&path);
+                    }
+                    skipped.push(Skipped {
+                        key,
+                        path,
+                        error: source,
+                    });
+                }
+                Err(e) => {
+                    self.paths = kept;
+                    return Err(e);
+                }
+            }
+        }
+        self.paths = kept;
+        Ok(skipped)
     }
 
     /// Move `pid` into the cgroup in every hierarchy.
