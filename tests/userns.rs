@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 
 use berth_integration::serde_json::{json, Value};
-use berth_integration::{host_mounts_under, processes_related, Bundle, Out, Runtime};
+use berth_integration::{
+    cgroup_dirs_named, host_mounts_under, processes_related, Bundle, Out, Runtime,
+};
 
 /// Capabilities that would let root do anything to a file it owned or
 /// could override: the mapping alone must stop it on host-owned files.
@@ -105,7 +107,7 @@ fn sh_ok(cmd: &str) {
 }
 
 /// A failed create: exit status 1, each line of stderr one problem, and
-/// no state directory, process or mount left behind.
+/// no state directory, process, mount or cgroup left behind.
 #[track_caller]
 fn refused(rt: &Runtime, b: &Bundle, wants: &[&str]) -> Out {
     b.write();
@@ -128,6 +130,7 @@ fn refused(rt: &Runtime, b: &Bundle, wants: &[&str]) -> Out {
         "mounts left: {:?}",
         host_mounts_under(b.path())
     );
+    assert!(cgroup_dirs_named(&id).is_empty(), "cgroups left: {out}");
     out
 }
 
@@ -255,6 +258,65 @@ fn idmap_shows_host_root_as_container_root() {
     assert!(out.stdout.contains("idm=0:0 plain=65534:65534"), "{out}");
     assert_eq!(value(&out, "made"), "0");
     // Created by container root through the idmapped mount: host root's.
+    assert_eq!(owner(&src.join("w/new")), (0, 0));
+}
+
+/// A user namespace held open by a process of the test, mapped as given.
+struct HeldUserns(std::process::Child);
+
+impl HeldUserns {
+    fn new(uid_map: &str, gid_map: &str) -> HeldUserns {
+        let child = Command::new("unshare")
+            .args(["--user", "sleep", "600"])
+            .spawn()
+            .expect("unshare --user");
+        let held = HeldUserns(child);
+        let pid = held.0.id();
+        let ns = format!("/proc/{pid}/ns/user");
+        let host = std::fs::read_link("/proc/self/ns/user").unwrap();
+        assert!(
+            berth_integration::eventually(5, || std::fs::read_link(&ns).is_ok_and(|t| t != host)),
+            "unshare never made its user namespace"
+        );
+        std::fs::write(format!("/proc/{pid}/uid_map"), uid_map).unwrap();
+        std::fs::write(format!("/proc/{pid}/gid_map"), gid_map).unwrap();
+        held
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/user", self.0.id())
+    }
+}
+
+impl Drop for HeldUserns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `idmap` in a container that joins a user namespace maps through that one.
+#[test]
+fn idmap_maps_through_a_joined_user_namespace() {
+    let rt = Runtime::new("userns-joined");
+    let held = HeldUserns::new("0 200000 65536\n", "0 200000 65536\n");
+    let mut b = rt.bundle();
+    let src = host_source(&rt);
+    b.namespace("user", Some(&held.path()));
+    chown_r(&b.rootfs(), 200000, 200000);
+    b.push(
+        "/mounts",
+        json!({ "destination": "/idm", "type": "bind", "source": src, "options": ["bind", "idmap"] }),
+    );
+    sh(
+        &mut b,
+        "cat /proc/self/uid_map; echo idm=$(stat -c %u:%g /idm/f); touch /idm/w/new; echo made=$?",
+    );
+    let (_, out) = run(&rt, &b);
+    let out = out.ok();
+    assert_eq!(triples(&out.stdout), [(0, 200000, 65536)], "{out}");
+    assert_eq!(value(&out, "idm"), "0:0");
+    assert_eq!(value(&out, "made"), "0");
     assert_eq!(owner(&src.join("w/new")), (0, 0));
 }
 

@@ -146,10 +146,10 @@ pub fn clone_sources(plan: &mut Plan) -> Result<(), LinuxError> {
             set_idmap(tree.as_raw_fd(), ns, idmap.recursive).map_err(|source| {
                 let why = match source.raw_os_error() {
                     Some(libc::EINVAL) => {
-                        "its filesystem does not support idmapped mounts, or it is idmapped already"
+                        "its filesystem does not support idmapped mounts, it is idmapped already, or the user namespace has no mappings"
                     }
                     Some(libc::EPERM) => {
-                        "berth is not privileged over its filesystem's user namespace"
+                        "the user namespace is the host's, or berth is not privileged over the filesystem's user namespace"
                     }
                     _ => "",
                 };
