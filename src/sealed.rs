@@ -24,9 +24,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 
-/// Set in the environment of the re-executed berth, so it never loops.
-const MARKER: &str = "_BERTH_SEALED_EXE";
-
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -36,31 +33,52 @@ fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
 }
 
 /// Re-executes berth from a read-only copy of itself when needed. Returns
-/// only when berth already runs from one (or was re-executed once already).
+/// only when berth already runs from one: after the re-exec the same checks
+/// find the read-only mount (or the sealed memfd) and return at once.
 pub fn ensure() -> io::Result<()> {
-    if std::env::var_os(MARKER).is_some() {
-        std::env::remove_var(MARKER);
-        // execveat names the process after the descriptor number; ps and
-        // top should still say berth.
-        // SAFETY: PR_SET_NAME with a pointer to a NUL-terminated string.
-        unsafe { libc::prctl(libc::PR_SET_NAME, c"berth".as_ptr()) };
-        return Ok(());
-    }
     let exe = open_self()?;
     if on_readonly_mount(exe.as_raw_fd())? || is_sealed_memfd(exe.as_raw_fd()) {
+        name_after_argv0();
         return Ok(());
     }
+    // The detached read-only bind costs no copy; the sealed memfd is the
+    // fallback when it is refused (no CAP_SYS_ADMIN, an old kernel, an LSM).
+    // The clone's descriptor is close-on-exec: it must not outlive the exec,
+    // or its holder could still clear the mount's read-only flag.
     let image = match readonly_clone(exe.as_raw_fd()) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+        Err(clone_err) => {
             if !writable(exe.as_raw_fd()) {
                 return Ok(());
             }
-            sealed_copy(exe.as_raw_fd())?
+            sealed_copy(exe.as_raw_fd()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("read-only bind: {clone_err}; sealed copy: {e}"),
+                )
+            })?
         }
-        Err(e) => return Err(e),
     };
     reexec(image.as_raw_fd())
+}
+
+/// execveat names the process after the descriptor number; ps and top
+/// should show the name berth was called by (runc, when installed as runc).
+fn name_after_argv0() {
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let base = std::path::Path::new(&arg0)
+        .file_name()
+        .map(|b| b.as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    let mut name = [0u8; 16];
+    let n = base.len().min(15);
+    name[..n].copy_from_slice(&base[..n]);
+    if n > 0 && !name[..n].contains(&0) {
+        // SAFETY: PR_SET_NAME with a pointer to a NUL-terminated 16-byte buffer.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
 }
 
 fn open_self() -> io::Result<OwnedFd> {
@@ -90,16 +108,25 @@ fn is_sealed_memfd(fd: RawFd) -> bool {
     seals >= 0 && seals & want == want
 }
 
+/// Whether the caller could change the file: write access, or ownership
+/// (an owner can chmod it first; the container's root may map to the owner).
 fn writable(fd: RawFd) -> bool {
+    // SAFETY: stat is plain data; all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills st.
+    let owned = unsafe { libc::fstat(fd, &mut st) } == 0
+        // SAFETY: geteuid cannot fail.
+        && st.st_uid == unsafe { libc::geteuid() };
     // SAFETY: faccessat on a descriptor with an empty path.
-    unsafe {
-        libc::faccessat(
-            fd,
-            c"".as_ptr(),
-            libc::W_OK,
-            libc::AT_EMPTY_PATH | libc::AT_EACCESS,
-        ) == 0
-    }
+    owned
+        || unsafe {
+            libc::faccessat(
+                fd,
+                c"".as_ptr(),
+                libc::W_OK,
+                libc::AT_EMPTY_PATH | libc::AT_EACCESS,
+            ) == 0
+        }
 }
 
 #[repr(C)]
@@ -148,13 +175,18 @@ fn readonly_clone(fd: RawFd) -> io::Result<OwnedFd> {
 /// The binary copied into a memfd sealed against every change.
 fn sealed_copy(fd: RawFd) -> io::Result<OwnedFd> {
     let mut src = std::fs::File::open(format!("/proc/self/fd/{fd}"))?;
-    // SAFETY: memfd_create with a constant name.
-    let m = unsafe {
-        libc::memfd_create(
-            c"berth".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
+    // MFD_EXEC where the kernel knows it (vm.memfd_noexec may otherwise
+    // make the memfd non-executable); older kernels refuse the flag.
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let create = |flags| {
+        // SAFETY: memfd_create with a constant name.
+        unsafe { libc::memfd_create(c"berth".as_ptr(), flags) }
     };
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    let mut m = create(base | MFD_EXEC);
+    if m < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        m = create(base);
+    }
     cvt(m as libc::c_long)?;
     // SAFETY: the descriptor memfd_create returned.
     let mut dst = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(m) });
@@ -174,13 +206,12 @@ fn cstrings(v: impl Iterator<Item = OsString>) -> io::Result<Vec<CString>> {
 
 fn reexec(image: RawFd) -> io::Result<()> {
     let argv = cstrings(std::env::args_os())?;
-    let mut env = cstrings(std::env::vars_os().map(|(k, v)| {
+    let env = cstrings(std::env::vars_os().map(|(k, v)| {
         let mut kv = k;
         kv.push("=");
         kv.push(v);
         kv
     }))?;
-    env.push(CString::new(format!("{MARKER}=1")).expect("no NUL"));
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
             .map(|c| c.as_ptr())

@@ -166,6 +166,18 @@ fn process(process: &Process, out: &mut Validation) {
         out.problem("process.cwd", format!("{cwd:?} is not an absolute path"));
     }
     ambient_capabilities(process, out);
+    let affinity = process.exec_cpu_affinity().as_ref();
+    if affinity.is_some_and(|a| {
+        a.initial().as_deref().is_some_and(|s| !s.is_empty())
+            || a.cpu_affinity_final()
+                .as_deref()
+                .is_some_and(|s| !s.is_empty())
+    }) {
+        out.warn(
+            "process.execCPUAffinity",
+            "applies to processes started with exec, not to the container's init (runtime spec); the init keeps the cgroup's CPUs",
+        );
+    }
     if let Some(adj) = process
         .oom_score_adj()
         .filter(|v| !(-1000..=1000).contains(v))

@@ -54,11 +54,6 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     // Still the caller's identity: the rootfs directory becomes the working
     // directory, which the mount namespace created below carries over.
     rootfs::enter_rootfs_dir(plan)?;
-    // Before the parent moves this process into the container's cgroup.
-    if let Some(set) = &plan.extras.cpu_initial {
-        sys::set_affinity(set)
-            .ctx(|| "process.execCPUAffinity.initial: sched_setaffinity".into())?;
-    }
     for j in &plan.joins {
         sys::setns(j.fd.as_raw_fd(), j.flag).ctx(|| format!("join namespace {}", j.path))?;
     }
@@ -168,6 +163,18 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
             _ => sys::exit_now(1),
         }
     }
+    // The LSM attribute files are opened now, through the host's /proc:
+    // after pivot_root a volume over the container's /proc could turn the
+    // writes into writes to a plain file and leave the process unconfined.
+    let mut lsm_fds: [Option<OwnedFd>; 3] = [None, None, None];
+    if let Some(label) = &plan.extras.lsm {
+        for (slot, w) in lsm_fds.iter_mut().zip(&label.writes) {
+            *slot = Some(
+                sys::openat(libc::AT_FDCWD, &w.path, libc::O_WRONLY | libc::O_CLOEXEC, 0)
+                    .ctx(|| format!("{}: open {}", w.what, w.path.to_string_lossy()))?,
+            );
+        }
+    }
     rootfs::enter(plan, &root)?;
     drop(root);
     if plan.terminal {
@@ -177,11 +184,14 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     // After the container's /proc is in place; before the session keyring,
     // which takes the keycreate label.
     if let Some(label) = &plan.extras.lsm {
-        for w in &label.writes {
-            sys::write_file(&w.path, &w.data)
-                .ctx(|| format!("{}: write {}", w.what, w.path.to_string_lossy()))?;
+        for (fd, w) in lsm_fds.iter().zip(&label.writes) {
+            if let Some(fd) = fd {
+                sys::write_all_fd(fd.as_raw_fd(), &w.data)
+                    .ctx(|| format!("{}: write {}", w.what, w.path.to_string_lossy()))?;
+            }
         }
     }
+    drop(lsm_fds);
     if let Some(k) = &plan.keyring {
         match sys::join_session_keyring(k) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
@@ -263,14 +273,6 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     // above stdio and the preserved ones, except the fifo (close-on-exec).
     if let Err(e) = sys::close_all_from(3 + plan.preserve_fds, fifo) {
         die(fifo, &format!("close descriptors before exec: {e}"));
-    }
-    if let Some(set) = &plan.extras.cpu_final {
-        if let Err(e) = sys::set_affinity(set) {
-            die(
-                fifo,
-                &format!("process.execCPUAffinity.final: sched_setaffinity: {e}"),
-            );
-        }
     }
     if let Some(p) = plan.extras.personality {
         if let Err(e) = sys::personality(p) {
@@ -429,6 +431,14 @@ fn credentials(plan: &Plan) -> Res<()> {
                 .ctx(|| format!("process.capabilities.ambient: raise capability {cap}"))?;
             }
         }
+    }
+    if plan.caps.is_none() && plan.uid != 0 && plan.extras.seccomp.is_some() && !plan.no_new_privs {
+        // No capabilities object: setuid emptied the effective set, and the
+        // filter still needs CAP_SYS_ADMIN to load (exec drops it again).
+        let (_, permitted, inheritable) =
+            sys::capget().ctx(|| "linux.seccomp: read capabilities".into())?;
+        sys::capset(1 << CAP_SYS_ADMIN, permitted, inheritable)
+            .ctx(|| "linux.seccomp: keep CAP_SYS_ADMIN to load the filter".into())?;
     }
     if plan.no_new_privs {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "process.noNewPrivileges".into())?;

@@ -18,18 +18,17 @@ pub const SECCOMP_FD_NAME: &str = "seccompFd";
 
 /// The message for the listener: `state` is the container's state JSON.
 pub fn process_state(state: &[u8], pid: i32, metadata: &str) -> Vec<u8> {
-    let state: Value = serde_json::from_slice(state).unwrap_or(Value::Null);
-    let version = state
-        .get("ociVersion")
-        .cloned()
-        .unwrap_or_else(|| json!("1.2.0"));
-    let msg = json!({
-        "ociVersion": version,
+    let state: Value = serde_json::from_slice(state).unwrap_or_else(|_| json!({}));
+    // The runtime spec version berth implements, as runc sends its own.
+    let mut msg = json!({
+        "ociVersion": berth_bundle::OCI_VERSION_MAX,
         "fds": [SECCOMP_FD_NAME],
         "pid": pid,
-        "metadata": metadata,
         "state": state,
     });
+    if !metadata.is_empty() {
+        msg["metadata"] = json!(metadata);
+    }
     serde_json::to_vec(&msg).unwrap_or_default()
 }
 
@@ -70,7 +69,9 @@ mod tests {
         assert_eq!(v["fds"], json!(["seccompFd"]));
         assert_eq!(v["pid"], 42);
         assert_eq!(v["metadata"], "meta");
-        assert_eq!(v["ociVersion"], "1.2.0");
+        assert_eq!(v["ociVersion"], berth_bundle::OCI_VERSION_MAX);
+        let v: Value = serde_json::from_slice(&process_state(state, 42, "")).unwrap();
+        assert!(v.get("metadata").is_none(), "{v}");
         assert_eq!(v["state"]["id"], "c1");
         assert_eq!(v["state"]["status"], "creating");
     }

@@ -42,9 +42,10 @@ pub struct Extras {
     pub sched: Option<SchedAttr>,
     /// ioprio_set(2) value: class << 13 | level.
     pub ioprio: Option<libc::c_int>,
-    /// execCPUAffinity.initial, set in stage 1 before it joins the cgroup.
+    /// execCPUAffinity.initial and .final: for processes started with
+    /// exec (the runtime spec excludes the container's init), parsed and
+    /// checked here so a bad list fails at create.
     pub cpu_initial: Option<CpuSet>,
-    /// execCPUAffinity.final, set in the init right before exec.
     pub cpu_final: Option<CpuSet>,
     pub lsm: Option<ExecLabel>,
     pub seccomp: Option<berth_seccomp::Filter>,
@@ -121,11 +122,13 @@ impl Extras {
             x.cpu_initial = a
                 .initial()
                 .as_deref()
+                .filter(|s| !s.is_empty())
                 .map(|s| cpu_set(s, "process.execCPUAffinity.initial"))
                 .transpose()?;
             x.cpu_final = a
                 .cpu_affinity_final()
                 .as_deref()
+                .filter(|s| !s.is_empty())
                 .map(|s| cpu_set(s, "process.execCPUAffinity.final"))
                 .transpose()?;
         }
@@ -137,7 +140,7 @@ impl Extras {
         if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
             let compiled = berth_seccomp::compile(s).map_err(|e| plan_err(e.to_string()))?;
             if compiled.filter.notify {
-                refuse_self_notify(&compiled.filter)?;
+                refuse_self_notify(s)?;
                 x.notify = Some(NotifyListener {
                     // compile() refuses NOTIFY without a listenerPath.
                     path: s.listener_path().clone().unwrap_or_default(),
@@ -150,34 +153,25 @@ impl Extras {
     }
 }
 
-/// The syscalls the init makes between loading a NOTIFY filter and exec
-/// (sending the listener to `create`, opening the exec fifo, startContainer
-/// hooks, closing descriptors, exec, or reporting a failure). Notifying any
-/// of them would wait on a listener that doesn't have the descriptor yet.
-const AFTER_NOTIFY_LOAD: &[(&str, libc::c_long)] = &[
-    ("sendmsg", libc::SYS_sendmsg),
-    ("openat", libc::SYS_openat),
-    ("newfstatat", libc::SYS_newfstatat),
-    ("fcntl", libc::SYS_fcntl),
-    ("dup3", libc::SYS_dup3),
-    ("close", libc::SYS_close),
-    ("close_range", libc::SYS_close_range),
-    ("write", libc::SYS_write),
-    ("sched_setaffinity", libc::SYS_sched_setaffinity),
-    ("personality", libc::SYS_personality),
-    ("clone", libc::SYS_clone),
-    ("wait4", libc::SYS_wait4),
-    ("execve", libc::SYS_execve),
-    ("exit_group", libc::SYS_exit_group),
-];
+/// The calls that carry the listener descriptor out of the init (sendto for
+/// `Ready`, sendmsg for the descriptor) and `write` (refused by runc too):
+/// a NOTIFY rule on one of them, for any arguments, would make the init wait
+/// on a listener that does not have the descriptor yet.
+const CARRY_LISTENER: &[&str] = &["sendto", "sendmsg", "write"];
 
-fn refuse_self_notify(f: &berth_seccomp::Filter) -> Result<(), LinuxError> {
-    const RET_USER_NOTIF: u32 = 0x7fc0_0000;
-    for (name, nr) in AFTER_NOTIFY_LOAD {
-        let ret = f.evaluate(berth_seccomp::AUDIT_ARCH_X86_64, *nr as u32, [0; 6]);
-        if ret.is_some_and(|r| r & 0xffff_0000 == RET_USER_NOTIF) {
+fn refuse_self_notify(s: &oci_spec::runtime::LinuxSeccomp) -> Result<(), LinuxError> {
+    use oci_spec::runtime::LinuxSeccompAction;
+    for (i, rule) in s.syscalls().iter().flatten().enumerate() {
+        if rule.action() != LinuxSeccompAction::ScmpActNotify {
+            continue;
+        }
+        if let Some(name) = rule
+            .names()
+            .iter()
+            .find(|n| CARRY_LISTENER.contains(&n.as_str()))
+        {
             return Err(plan_err(format!(
-                "linux.seccomp: SCMP_ACT_NOTIFY on {name} is not supported: berth calls {name} after loading the filter and before exec, and would wait on a listener that does not have the descriptor yet"
+                "linux.seccomp.syscalls[{i}]: SCMP_ACT_NOTIFY on {name} is not supported: berth hands the listener to create with {name}-family calls after loading the filter, which would wait forever"
             )));
         }
     }

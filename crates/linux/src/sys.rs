@@ -318,6 +318,29 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()
         .map(drop)
 }
 
+/// capget(2): this thread's (effective, permitted, inheritable) sets.
+pub fn capget() -> io::Result<(u64, u64, u64)> {
+    let mut header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and room for two data structs, as capget(2) v3 fills.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    })?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
 pub fn prctl(option: i32, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     check_int(unsafe { libc::prctl(option, arg2, arg3, 0, 0) }).map(drop)
@@ -336,12 +359,6 @@ pub fn cwd_is_under_root() -> bool {
         return io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE);
     }
     buf[0] == b'/'
-}
-
-pub fn set_affinity(set: &crate::process::CpuSet) -> io::Result<()> {
-    // SAFETY: the set is a valid cpu_set_t of the size passed.
-    check_int(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0) })
-        .map(drop)
 }
 
 pub fn sched_setattr(attr: &crate::process::SchedAttr) -> io::Result<()> {
