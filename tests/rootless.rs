@@ -592,3 +592,34 @@ fn delegated_cgroup2_directory_is_used() {
     );
     nothing_left(&user, &b, &id);
 }
+
+/// `--rootless false`: a cgroup the user may not create is an error, as in
+/// runc, and the failed create leaves nothing behind.
+#[test]
+fn rootless_false_makes_cgroup_permissions_an_error() {
+    skip_if!(
+        no_userns(),
+        "no user namespaces or no newuidmap (apt-get install uidmap)"
+    );
+    let rt = Runtime::new("rootless-false");
+    let user = User::create(&rt);
+    let mut b = rootless_bundle(&rt, &user);
+    b.set("/process/terminal", json!(false));
+    b.write();
+    let id = user.id(&rt);
+    let out = user
+        .berth(&[
+            "--rootless",
+            "false",
+            "create",
+            "--bundle",
+            b.path_str(),
+            &id,
+        ])
+        .fails();
+    assert!(
+        out.stderr.contains("create cgroup") && out.stderr.contains("Permission denied"),
+        "{out}"
+    );
+    nothing_left(&user, &b, &id);
+}
