@@ -351,6 +351,11 @@ fn rootless_container_sees_itself_as_root() {
          touch /dev/shm/x; echo shmwrite=$?
          echo x >> /sys/kernel/profiling; echo syswrite=$?",
     );
+    // Device rules need root: not applied, and said so.
+    b.set(
+        "/linux/resources",
+        json!({ "devices": [{ "allow": false, "access": "rwm" }] }),
+    );
     b.write();
     let id = user.id(&rt);
     let out = user.berth(&["run", "--bundle", b.path_str(), &id]).ok();
@@ -365,6 +370,11 @@ fn rootless_container_sees_itself_as_root() {
         value(&out, "syswrite"),
         "0",
         "/sys is the host's, read-only"
+    );
+    assert!(
+        out.stderr
+            .contains("linux.resources.devices: not applied (uid"),
+        "{out}"
     );
     nothing_left(&user, &b, &id);
 }

@@ -63,11 +63,7 @@ fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
 /// rootless cgroup manager: hierarchies the caller may not write (no
 /// delegation) are left out with a warning that says why; a cgroupsPath
 /// given in the config must be usable (a delegated cgroup2 subtree, say);
-/// resource limits with no cgroup to hold them are an error. Device rules
-/// need CAP_SYS_ADMIN in the host's user namespace whatever the
-/// delegation, so they are skipped with a warning: in a user namespace the
-/// container can create no device node, and opens only the nodes it is
-/// given, with the host's permissions.
+/// resource limits with no cgroup to hold them are an error.
 fn rootless_cgroup(
     req: &CreateRequest<'_>,
     cgroup: &mut Cgroup,
@@ -116,6 +112,13 @@ fn rootless_cgroup(
     rec.cgroup_paths = cgroup.paths.clone();
     rec.cgroup_shared = cgroup.paths.keys().any(|k| existed.contains(k));
     req.container.save_quick(rec)?;
+    Ok(())
+}
+
+/// Device rules a rootless berth could not write (they need CAP_SYS_ADMIN
+/// in the host's user namespace, or there is no devices hierarchy it may
+/// use): a warning when the config has any, as runc ignores them.
+fn rootless_devices(req: &CreateRequest<'_>, err: &berth_cgroups::CgroupError) {
     let rules = req
         .bundle
         .spec
@@ -124,12 +127,19 @@ fn rootless_cgroup(
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().as_ref())
         .is_some_and(|d| !d.is_empty());
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    let why = match err {
+        berth_cgroups::CgroupError::NoDevicesController => {
+            format!("uid {euid} may not use the devices cgroup")
+        }
+        e => e.to_string(),
+    };
     if rules {
         (req.warn)(&format!(
-            "linux.resources.devices: not applied: device cgroup rules need root in the host's user namespace (berth runs as uid {euid}); the container's user namespace already keeps it from creating device nodes"
+            "linux.resources.devices: not applied ({why}); in its user namespace the container cannot create device nodes, and opens the ones it is given with the host's permissions"
         ));
     }
-    Ok(())
 }
 
 /// The first resource limit the config sets other than device rules.
@@ -186,9 +196,13 @@ impl Backend for Native {
             rootless_cgroup(req, &mut cgroup, cgroups_path.as_deref(), rec)?;
         } else {
             cgroup.create()?;
-            // A shared cgroup's device rules belong to whoever made it.
-            if !rec.cgroup_shared {
-                cgroup.apply_devices(&device_rules(spec))?;
+        }
+        // A shared cgroup's device rules belong to whoever made it.
+        if !rec.cgroup_shared {
+            match cgroup.apply_devices(&device_rules(spec)) {
+                Ok(()) => {}
+                Err(e) if req.opts.rootless => rootless_devices(req, &e),
+                Err(e) => return Err(e.into()),
             }
         }
         let console = match (&req.opts.console_socket, req.keep_console) {
