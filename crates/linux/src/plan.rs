@@ -273,12 +273,8 @@ impl Plan {
         // The user namespace is joined first: the others are owned by it.
         joins.sort_by_key(|j| j.flag != libc::CLONE_NEWUSER);
 
-        let fmt_map = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<u8> {
-            maps.iter()
-                .flatten()
-                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-                .collect::<String>()
-                .into_bytes()
+        let fmt_map = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+            map_text(maps.as_deref().unwrap_or_default())
         };
         let time_offsets = linux
             .time_offsets()
