@@ -811,6 +811,37 @@ mod tests {
     }
 
     #[test]
+    fn idmapped_binds_carry_their_mappings() {
+        let s = mount(
+            serde_json::json!({"destination": "/x", "source": "/s", "options": ["rbind", "ridmap"]}),
+        );
+        assert_eq!(
+            s.idmap,
+            Some(Idmap {
+                maps: None,
+                recursive: true
+            })
+        );
+        let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        let s = mount(
+            serde_json::json!({"destination": "/x", "source": "/s", "options": ["bind"],
+            "uidMappings": map, "gidMappings": [{"containerID": 1, "hostID": 2, "size": 3}]}),
+        );
+        assert_eq!(
+            s.idmap,
+            Some(Idmap {
+                maps: Some((b"0 100000 65536\n".to_vec(), b"1 2 3\n".to_vec())),
+                recursive: false
+            })
+        );
+        assert!(mount(
+            serde_json::json!({"destination": "/x", "source": "/s", "options": ["bind"]})
+        )
+        .idmap
+        .is_none());
+    }
+
+    #[test]
     fn relative_bind_source_is_bundle_relative() {
         let s = mount(
             serde_json::json!({"destination": "/x", "source": "data", "options": ["rbind", "ro"]}),
