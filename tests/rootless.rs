@@ -25,7 +25,9 @@ static ACCOUNTS: Mutex<()> = Mutex::new(());
 
 fn accounts<T>(f: impl FnOnce() -> T) -> T {
     let _g = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    let lock = std::fs::File::create("/tmp/berth-test-accounts.lock").unwrap();
+    let dir = berth_integration::workspace().join("target/berth-test-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("accounts.lock")).unwrap();
     // SAFETY: flock on a descriptor we own; released when it closes.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     f()
