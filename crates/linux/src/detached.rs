@@ -19,6 +19,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::plan::{Idmap, MountKind, Plan};
+use crate::sys::MountAttr;
 use crate::{userns, LinuxError};
 
 /// open_tree(2) of `path` beneath `dirfd` (close-on-exec added).
@@ -61,14 +62,6 @@ pub fn move_mount(from: RawFd, to: RawFd) -> io::Result<()> {
 /// Attach the mount `from` on `to_path` beneath `to_dir`.
 pub fn move_mount_to(from: RawFd, to_dir: RawFd, to_path: &CStr) -> io::Result<()> {
     move_mount_raw(from, to_dir, to_path, 0)
-}
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
 }
 
 /// Give the detached mount `tree` (and, when `recursive`, every mount
