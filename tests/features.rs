@@ -39,6 +39,14 @@ fn run(rt: &Runtime, args: &[&str], patch: impl FnOnce(&mut Bundle)) -> (Option<
     (o.code, v, o)
 }
 
+/// Container ids 0..65536 as host ids 100000.. (the bundle's user
+/// namespace entry is set by the caller).
+fn map_root_to_100000(b: &mut Bundle) {
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.set("/linux/uidMappings", map.clone());
+    b.set("/linux/gidMappings", map);
+}
+
 #[test]
 fn every_seccomp_action() {
     let rt = Runtime::new("featact");
@@ -157,14 +165,7 @@ fn every_namespace() {
         let (code, v, o) = run(&rt, &["report"], |b| {
             b.namespace(&ns, None);
             if ns == "user" {
-                b.set(
-                    "/linux/uidMappings",
-                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-                );
-                b.set(
-                    "/linux/gidMappings",
-                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-                );
+                map_root_to_100000(b);
             }
         });
         assert_eq!(code, Some(0), "{ns}: {o}");
@@ -277,14 +278,7 @@ fn every_mount_option() {
                     .unwrap();
                 assert!(st.success());
                 b.namespace("user", None);
-                b.set(
-                    "/linux/uidMappings",
-                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-                );
-                b.set(
-                    "/linux/gidMappings",
-                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-                );
+                map_root_to_100000(b);
             }
         });
         assert_eq!(code, Some(0), "{opt}: {o}");

@@ -42,11 +42,6 @@ pub struct Extras {
     pub sched: Option<SchedAttr>,
     /// ioprio_set(2) value: class << 13 | level.
     pub ioprio: Option<libc::c_int>,
-    /// execCPUAffinity.initial and .final: for processes started with
-    /// exec (the runtime spec excludes the container's init), parsed and
-    /// checked here so a bad list fails at create.
-    pub cpu_initial: Option<CpuSet>,
-    pub cpu_final: Option<CpuSet>,
     pub lsm: Option<ExecLabel>,
     pub seccomp: Option<berth_seccomp::Filter>,
     /// Set when the filter has NOTIFY rules.
@@ -59,8 +54,6 @@ impl std::fmt::Debug for Extras {
             .field("personality", &self.personality)
             .field("sched", &self.sched)
             .field("ioprio", &self.ioprio)
-            .field("cpu_initial", &self.cpu_initial)
-            .field("cpu_final", &self.cpu_final)
             .field("lsm", &self.lsm)
             .field("seccomp", &self.seccomp.as_ref().map(|s| s.len()))
             .field("notify", &self.notify)
@@ -118,19 +111,18 @@ impl Extras {
             }
             x.ioprio = Some(class << IOPRIO_CLASS_SHIFT | io.priority() as i32);
         }
+        // execCPUAffinity is for processes started with exec (the runtime
+        // spec excludes the container's init): only checked here, so a bad
+        // CPU list still fails at create.
         if let Some(a) = process.and_then(|p| p.exec_cpu_affinity().as_ref()) {
-            x.cpu_initial = a
-                .initial()
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(|s| cpu_set(s, "process.execCPUAffinity.initial"))
-                .transpose()?;
-            x.cpu_final = a
-                .cpu_affinity_final()
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(|s| cpu_set(s, "process.execCPUAffinity.final"))
-                .transpose()?;
+            for (list, what) in [
+                (a.initial(), "process.execCPUAffinity.initial"),
+                (a.cpu_affinity_final(), "process.execCPUAffinity.final"),
+            ] {
+                if let Some(list) = list.as_deref().filter(|s| !s.is_empty()) {
+                    cpu_set(list, what)?;
+                }
+            }
         }
         let apparmor = process.and_then(|p| p.apparmor_profile().as_deref());
         let selinux = process.and_then(|p| p.selinux_label().as_deref());
