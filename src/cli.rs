@@ -125,6 +125,22 @@ pub enum Command {
     Spec(SpecArgs),
     /// Print what this build of berth supports, as JSON.
     Features,
+    /// Run a new process inside a running container.
+    Exec(ExecArgs),
+    /// List the processes running in a container.
+    Ps(PsArgs),
+    /// Freeze every process of a container.
+    Pause(IdArg),
+    /// Thaw a paused container.
+    Resume(IdArg),
+    /// Change a running container's resource limits.
+    Update(UpdateArgs),
+    /// Print a container's resource usage and OOM events as JSON lines.
+    Events(EventsArgs),
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(RestoreArgs),
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +219,221 @@ pub struct SpecArgs {
     /// A config for a container run by an unprivileged user.
     #[arg(long)]
     pub rootless: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    pub id: String,
+    /// The command and its arguments (runc accepts them with or without `--`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// A process.json (the OCI `process` object) instead of the command line.
+    #[arg(short, long, value_name = "PATH")]
+    pub process: Option<PathBuf>,
+    /// A unix socket to receive the pty master on.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Current working directory in the container.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Set an environment variable (NAME=VALUE), repeatable.
+    #[arg(short, long, value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// UID[:GID] to run as.
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Extra group ids, repeatable.
+    #[arg(short = 'g', long, value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Return once the process started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the process's pid to this file.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// The AppArmor profile for the process.
+    #[arg(long, value_name = "PROFILE")]
+    pub apparmor: Option<String>,
+    /// The SELinux label for the process.
+    #[arg(long, value_name = "LABEL")]
+    pub process_label: Option<String>,
+    /// Add a capability to the process's sets, repeatable.
+    #[arg(short, long, value_name = "CAP")]
+    pub cap: Vec<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Pass this many descriptors after stdio (3, 4, ...) to the process.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub preserve_fds: u32,
+    /// Allow exec into a paused container.
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// Run in this sub-cgroup of the container's ([CONTROLLER[,C2]:]PATH), repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    pub id: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Options for ps(1) (default -ef).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PS_OPTIONS")]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    pub id: String,
+    /// Resources as JSON (linux.resources of config.json); "-" reads stdin.
+    #[arg(short, long, value_name = "PATH")]
+    pub resources: Option<PathBuf>,
+    /// Block IO weight (10-1000).
+    #[arg(long, value_name = "N")]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period in microseconds.
+    #[arg(long, value_name = "US")]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota in microseconds (-1: none).
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long, value_name = "N")]
+    pub cpu_share: Option<u64>,
+    /// CPU realtime period in microseconds.
+    #[arg(long, value_name = "US")]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime in microseconds.
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPUs the container may run on (0-3, 0,1).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// Kernel memory limit (deprecated by the kernel; refused).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub kernel_memory: Option<String>,
+    /// Kernel TCP buffer memory limit.
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Memory limit (bytes, or with k, m, g suffix; -1: none).
+    #[arg(short, long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory soft limit.
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit (-1: none).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Maximum number of processes (-1: none).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Intel RDT L3 cache schema (not supported: refused).
+    #[arg(long, value_name = "SCHEMA")]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema (not supported: refused).
+    #[arg(long, value_name = "SCHEMA")]
+    pub mem_bw_schema: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    pub id: String,
+    /// Print stats once and exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// How often to print stats (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub interval: String,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CriuArgs {
+    /// Where the checkpoint images are (default: ./checkpoint).
+    #[arg(long, value_name = "DIR")]
+    pub image_path: Option<PathBuf>,
+    /// Where CRIU writes its log and work files (default: the image path).
+    #[arg(long, value_name = "DIR")]
+    pub work_path: Option<PathBuf>,
+    /// Allow open TCP connections.
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs.
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Handle file locks.
+    #[arg(long)]
+    pub file_locks: bool,
+    /// cgroups mode: soft, full, strict or ignore.
+    #[arg(long, value_name = "MODE")]
+    pub manage_cgroups_mode: Option<String>,
+    /// Empty namespaces to create (network).
+    #[arg(long, value_name = "NS")]
+    pub empty_ns: Vec<String>,
+    /// Automatically deduplicate images.
+    #[arg(long)]
+    pub auto_dedup: bool,
+    /// Use userfaultfd to restore memory lazily.
+    #[arg(long)]
+    pub lazy_pages: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// Keep the container running after the checkpoint.
+    #[arg(long)]
+    pub leave_running: bool,
+    /// Dump memory only, leaving the container running (iterative migration).
+    #[arg(long)]
+    pub pre_dump: bool,
+    /// A previous pre-dump's image path, relative to the image path.
+    #[arg(long, value_name = "DIR")]
+    pub parent_path: Option<PathBuf>,
+    /// With --lazy-pages: the socket the page server's status goes to.
+    #[arg(long, value_name = "FD")]
+    pub status_fd: Option<i32>,
+    /// Address of a page server (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub page_server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// The bundle directory (default: the current directory).
+    #[arg(short, long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// A unix socket to receive the pty master on.
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Write the restored init's pid to this file.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Return once restored.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Do not use pivot_root.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring.
+    #[arg(long)]
+    pub no_new_keyring: bool,
 }
 
 /// A signal by name (with or without SIG, any case) or number.

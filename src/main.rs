@@ -2,6 +2,8 @@
 //! calls `berth-backends`, and prints what runc would print.
 
 mod cli;
+mod commands;
+mod exec;
 mod log;
 mod sealed;
 
@@ -30,7 +32,10 @@ fn main() -> ExitCode {
         }
     };
     // Before anything is forked that the container could reach.
-    if matches!(cli.command, Command::Create(_) | Command::Run(_)) {
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run(_) | Command::Exec(_) | Command::Restore(_)
+    ) {
         if let Err(e) = sealed::ensure() {
             Logger::stderr().error(&format!(
                 "run berth from a read-only copy of its binary (so a container cannot overwrite it): {e}"
@@ -147,6 +152,18 @@ fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
             .with_context(|| format!("delete container {}", a.id))?,
         Command::List(a) => list(&rt, a)?,
         Command::Spec(a) => spec(a)?,
+        Command::Exec(a) => return exec::exec(cli, &rt, a),
+        Command::Ps(a) => commands::ps(&rt, a)?,
+        Command::Pause(a) => rt
+            .pause(&a.id)
+            .with_context(|| format!("pause container {}", a.id))?,
+        Command::Resume(a) => rt
+            .resume(&a.id)
+            .with_context(|| format!("resume container {}", a.id))?,
+        Command::Update(a) => commands::update(&rt, a)?,
+        Command::Events(a) => commands::events(&rt, a)?,
+        Command::Checkpoint(a) => commands::checkpoint(cli, &rt, a)?,
+        Command::Restore(a) => return commands::restore(cli, &rt, a),
         Command::Features => println!(
             "{}",
             serde_json::to_string_pretty(&berth_bundle::features(berth_bundle::HostLsm {

@@ -9,6 +9,7 @@
 //! else `native`.
 
 mod crun;
+pub mod exec;
 mod foreground;
 mod native;
 pub mod ops;
@@ -102,7 +103,8 @@ pub trait Backend {
     /// status) and release everything but the state directory.
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()>;
 
-    fn exec(&self, _c: &Container, _rec: &Record) -> Result<i32> {
+    /// Run a process in the container; its exit status unless detached.
+    fn exec(&self, _c: &Container, _rec: &Record, _req: &exec::ExecRequest<'_>) -> Result<i32> {
         Err(BackendError::Unsupported {
             op: "exec",
             backend: self.name(),
@@ -120,7 +122,13 @@ pub trait Backend {
             backend: self.name(),
         })
     }
-    fn update(&self, _c: &Container, _rec: &Record, _resources: &serde_json::Value) -> Result<()> {
+    /// Apply `resources` (already validated) to the running container.
+    fn update(
+        &self,
+        _c: &Container,
+        _rec: &Record,
+        _resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
         Err(BackendError::Unsupported {
             op: "update",
             backend: self.name(),
@@ -132,7 +140,15 @@ pub trait Backend {
             backend: self.name(),
         })
     }
-    fn events(&self, _c: &Container, _rec: &Record) -> Result<()> {
+    /// Resource usage in runc's `events --stats` schema (the `data` object).
+    fn stats(&self, _c: &Container, _rec: &Record) -> Result<serde_json::Value> {
+        Err(BackendError::Unsupported {
+            op: "events",
+            backend: self.name(),
+        })
+    }
+    /// How many times the kernel's OOM killer killed in the container.
+    fn oom_kills(&self, _c: &Container, _rec: &Record) -> Result<u64> {
         Err(BackendError::Unsupported {
             op: "events",
             backend: self.name(),

@@ -263,6 +263,8 @@ impl Backend for Native {
             Status::Created
         } else if berth_linux::is_creating(dir) {
             Status::Creating
+        } else if cgroup_of(rec).is_frozen() {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -285,6 +287,14 @@ impl Backend for Native {
             }
         }
         Ok(())
+    }
+
+    fn pause(&self, _c: &Container, rec: &Record) -> Result<()> {
+        Ok(cgroup_of(rec).freeze()?)
+    }
+
+    fn resume(&self, _c: &Container, rec: &Record) -> Result<()> {
+        Ok(cgroup_of(rec).thaw()?)
     }
 
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {

@@ -161,6 +161,29 @@ impl Runtime {
         backend(&rec.backend)?.kill(&dir, &rec, signal, all)
     }
 
+    /// `pause`: freeze a running container (status `paused`).
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let c = self.root.open(id)?;
+        let rec = c.load()?;
+        let engine = backend(&rec.backend)?;
+        match engine.status(c.dir(), &rec) {
+            Status::Running => engine.pause(&c, &rec),
+            Status::Paused => Err(BackendError::Invalid("container already paused".into())),
+            _ => Err(BackendError::NotRunning),
+        }
+    }
+
+    /// `resume`: thaw a paused container.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let c = self.root.open(id)?;
+        let rec = c.load()?;
+        let engine = backend(&rec.backend)?;
+        match engine.status(c.dir(), &rec) {
+            Status::Paused => engine.resume(&c, &rec),
+            _ => Err(BackendError::Invalid("container not paused".into())),
+        }
+    }
+
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         berth_state::validate_id(id)?;
         let c = match self.root.open(id) {

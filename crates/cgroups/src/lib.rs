@@ -5,6 +5,14 @@
 //! every hierarchy, apply v1 device rules, list and signal its processes, and
 //! remove its directories. Resource limits build on the same [`Cgroup`].
 
+mod bpf;
+mod freezer;
+pub mod resources;
+mod stats;
+
+pub use bpf::attach_device_program;
+pub use resources::Mode;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -26,6 +34,8 @@ pub enum CgroupError {
     Remove { path: PathBuf, source: io::Error },
     #[error("no cgroup hierarchy is mounted (looked in /proc/self/mountinfo)")]
     NoHierarchy,
+    #[error("pause: the container has no freezer (no v1 freezer hierarchy and no cgroup2 directory)")]
+    NoFreezer,
     #[error("device cgroup: berth confines a container's devices with the cgroup v1 devices controller, which this host does not mount (cgroup v2 device programs are not supported yet)")]
     NoDevicesController,
     #[error("linux.cgroupsPath {0:?}: the systemd \"slice:prefix:name\" form needs --systemd-cgroup, which is not supported yet")]
@@ -420,14 +430,18 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Apply device rules in order through the v1 devices controller.
+    /// Apply device rules in order: through the v1 devices controller when
+    /// the host mounts it, else as a cgroup2 eBPF device program.
     pub fn apply_devices(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         let Some((_, dir)) = self
             .paths
             .iter()
             .find(|(k, _)| k.split(',').any(|c| c == "devices"))
         else {
-            return Err(CgroupError::NoDevicesController);
+            return match self.paths.get(UNIFIED) {
+                Some(dir) => bpf::attach_device_program(dir, rules),
+                None => Err(CgroupError::NoDevicesController),
+            };
         };
         for rule in rules {
             let file = if rule.allow {
