@@ -17,3 +17,15 @@ pub struct ExecRequest<'a> {
     /// Where warnings go (the CLI's logger).
     pub warn: &'a dyn Fn(&str),
 }
+
+/// The native backend's exec (not implemented yet).
+pub(crate) fn native_exec(
+    _c: &berth_state::Container,
+    _rec: &berth_state::Record,
+    _req: &ExecRequest<'_>,
+) -> crate::Result<i32> {
+    Err(crate::BackendError::Unsupported {
+        op: "exec",
+        backend: "native",
+    })
+}

@@ -197,8 +197,11 @@ impl Backend for Native {
         } else {
             cgroup.create()?;
         }
-        // A shared cgroup's device rules belong to whoever made it.
+        // A shared cgroup's limits and device rules belong to whoever made it.
         if !rec.cgroup_shared {
+            if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+                cgroup.apply_resources(res, berth_cgroups::Mode::Create)?;
+            }
             match cgroup.apply_devices(&device_rules(spec)) {
                 Ok(()) => {}
                 Err(e) if req.opts.rootless => rootless_devices(req, &e),
@@ -287,6 +290,10 @@ impl Backend for Native {
             }
         }
         Ok(())
+    }
+
+    fn exec(&self, c: &Container, rec: &Record, req: &crate::exec::ExecRequest<'_>) -> Result<i32> {
+        crate::exec::native_exec(c, rec, req)
     }
 
     fn pause(&self, _c: &Container, rec: &Record) -> Result<()> {
