@@ -197,11 +197,13 @@ impl Backend for Native {
         } else {
             cgroup.create()?;
         }
-        // A shared cgroup's limits and device rules belong to whoever made it.
+        // Limits the config asks for are applied even to a shared cgroup
+        // (as runc does: leaving them out would be a silent downgrade); its
+        // device rules belong to whoever made it.
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cgroup.apply_resources(res, berth_cgroups::Mode::Create)?;
+        }
         if !rec.cgroup_shared {
-            if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-                cgroup.apply_resources(res, berth_cgroups::Mode::Create)?;
-            }
             match cgroup.apply_devices(&device_rules(spec)) {
                 Ok(()) => {}
                 Err(e) if req.opts.rootless => rootless_devices(req, &e),
