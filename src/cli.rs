@@ -41,8 +41,8 @@ pub struct Cli {
     /// false or auto (as runc: true when not root, or root in a user namespace).
     #[arg(long, default_value = "auto", value_parser = ["true", "false", "auto"], value_name = "VALUE")]
     pub rootless: String,
-    /// Path to criu (accepted for runc compatibility; checkpointing comes later).
-    #[arg(long, hide = true)]
+    /// Path to criu for checkpoint and restore [default: criu in PATH].
+    #[arg(long, value_name = "PATH")]
     pub criu: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

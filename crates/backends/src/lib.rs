@@ -8,6 +8,7 @@
 //! `run.berth.backend`, else `backend = "..."` in `/etc/berth/config.toml`,
 //! else `native`.
 
+pub mod criu;
 mod crun;
 pub mod exec;
 mod foreground;
