@@ -13,12 +13,17 @@ mod error;
 mod features;
 mod jsonpath;
 mod raw;
+mod resources;
 mod tables;
 mod template;
 mod validate;
 
 pub use error::{BundleError, Problem, Validation};
 pub use features::{features, HostLsm};
+pub use resources::{
+    check_resources, parse_cpu_list, parse_page_size, parse_resources, unified_key_problem,
+    UNIFIED_RESERVED,
+};
 pub use tables::{
     capability_number, kernel_last_cap, known_capabilities, mount_option, mount_options,
     namespace_name, MountOpt, MountOptions, BACKENDS, BACKEND_ANNOTATION, CAPABILITY_SETS, HOOKS,

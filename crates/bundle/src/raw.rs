@@ -62,10 +62,11 @@ pub(crate) fn names(
 }
 
 /// Finds the fields berth does not implement yet and removes them from the
-/// JSON, so the backend never sees them.
+/// JSON, so the backend never sees them; checks the numbers in
+/// `linux.resources` fit their fields (see `resources.rs`).
 pub(crate) fn unsupported(config: &mut Value, out: &mut Validation) {
     unsupported_fields(config, out);
-    resource_limits(config, out);
+    crate::resources::raw(config, out);
 }
 
 fn namespace_names() -> Vec<&'static str> {
@@ -108,25 +109,7 @@ fn unsupported_fields(config: &mut Value, out: &mut Validation) {
     }
 }
 
-fn resource_limits(config: &mut Value, out: &mut Validation) {
-    let Some(res) = object_at(config, &["linux", "resources"]) else {
-        return;
-    };
-    let limits: Vec<String> = res
-        .iter()
-        .filter(|(k, v)| k.as_str() != "devices" && is_set(v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for name in limits {
-        out.problem(
-            field("linux.resources", &name),
-            "cgroup resource limits are not supported yet",
-        );
-        res.remove(&name);
-    }
-}
-
-fn device_rules(config: &mut Value, out: &mut Validation, removed: &mut Removed) {
+pub(crate) fn device_rules(config: &mut Value, out: &mut Validation, removed: &mut Removed) {
     let Some(rules) = array_at(config, &["linux", "resources", "devices"]) else {
         return;
     };

@@ -597,17 +597,338 @@ fn empty_unimplemented_fields_are_ignored() {
     let found = problems(&config(|c| {
         c["process"]["apparmorProfile"] = json!("");
         c["linux"]["mountLabel"] = json!("");
-        c["linux"]["resources"] = json!({ "memory": null, "unified": {} });
+        c["linux"]["resources"] = json!({ "memory": null, "unified": {}, "pids": null });
+    }));
+    assert_eq!(found, vec![]);
+}
+
+fn resources(res: Value) -> Vec<Problem> {
+    problems(&config(|c| c["linux"]["resources"] = res))
+}
+
+/// The paths of the problems, in order.
+fn paths(found: &[Problem]) -> Vec<&str> {
+    found.iter().map(|p| p.path.as_str()).collect()
+}
+
+#[test]
+fn resource_limits_in_range_are_accepted() {
+    let found = resources(json!({
+        "memory": { "limit": 1048576, "reservation": -1, "swap": 2097152, "kernelTCP": -1,
+                    "swappiness": 60, "disableOOMKiller": true, "useHierarchy": true },
+        "cpu": { "shares": 1024, "quota": 50000, "period": 100000, "burst": 10000,
+                 "realtimeRuntime": 1000, "realtimePeriod": 10000, "cpus": "0-1", "mems": "0", "idle": 0 },
+        "pids": { "limit": 0 },
+        "blockIO": { "weight": 500, "weightDevice": [{ "major": 8, "minor": 0, "weight": 100 }],
+                     "throttleReadBpsDevice": [{ "major": 8, "minor": 0, "rate": 1048576 }] },
+        "hugepageLimits": [{ "pageSize": "2MB", "limit": 4194304 }],
+        "network": { "classID": 1048577, "priorities": [{ "name": "eth0", "priority": 5 }] },
+        "rdma": { "mlx4_0": { "hcaHandles": 3 } },
+        "unified": { "memory.high": "max", "cgroup.max.depth": "3" },
     }));
     assert_eq!(found, vec![]);
 }
 
 #[test]
-fn resource_limits_are_errors() {
+fn negative_values_in_unsigned_fields_are_named() {
+    let found = resources(json!({
+        "memory": { "swappiness": -1 },
+        "cpu": { "shares": -2, "period": -100000 },
+        "blockIO": { "weight": -5 },
+    }));
+    assert_eq!(
+        paths(&found),
+        [
+            "linux.resources.memory.swappiness",
+            "linux.resources.cpu.shares",
+            "linux.resources.cpu.period",
+            "linux.resources.blockIO.weight",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[1].msg.contains("-2 is negative"), "{found:#?}");
+}
+
+#[test]
+fn overflowing_values_are_named() {
+    let found = resources(json!({
+        "memory": { "limit": 18446744073709551615u64, "swap": 1e30 },
+        "blockIO": { "weight": 70000 },
+        "pids": { "limit": 9223372036854775808u64 },
+    }));
+    assert_eq!(
+        paths(&found),
+        [
+            "linux.resources.memory.limit",
+            "linux.resources.memory.swap",
+            "linux.resources.pids.limit",
+            "linux.resources.blockIO.weight",
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found.iter().all(|p| p.msg.contains("out of range")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn non_numbers_in_number_fields_are_named() {
     assert_one(
-        |c| c["linux"]["resources"] = json!({ "memory": { "limit": 1048576 } }),
-        "linux.resources.memory",
-        "cgroup resource limits are not supported yet",
+        |c| c["linux"]["resources"] = json!({ "cpu": { "quota": "50000" } }),
+        "linux.resources.cpu.quota",
+        "expected an integer, got \"50000\"",
+    );
+    assert_one(
+        |c| c["linux"]["resources"] = json!({ "cpu": { "period": 1.5 } }),
+        "linux.resources.cpu.period",
+        "not an integer",
+    );
+}
+
+#[test]
+fn negative_limits_other_than_minus_one_are_errors() {
+    let found = resources(json!({
+        "memory": { "limit": -2, "reservation": -1, "swap": -5, "kernelTCP": -3 },
+        "pids": { "limit": -2 },
+        "cpu": { "quota": -7, "realtimeRuntime": -2 },
+        "hugepageLimits": [{ "pageSize": "2MB", "limit": -4 }],
+    }));
+    assert_eq!(
+        paths(&found),
+        [
+            "linux.resources.memory.limit",
+            "linux.resources.memory.swap",
+            "linux.resources.memory.kernelTCP",
+            "linux.resources.cpu.quota",
+            "linux.resources.cpu.realtimeRuntime",
+            "linux.resources.pids.limit",
+            "linux.resources.hugepageLimits[0].limit",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].msg.contains("-1 means unlimited"), "{found:#?}");
+}
+
+#[test]
+fn cpu_ranges_are_the_kernels() {
+    let found = resources(json!({
+        "cpu": { "shares": 1, "quota": 999, "period": 2000000, "idle": 2 },
+    }));
+    assert_eq!(
+        paths(&found),
+        [
+            "linux.resources.cpu.shares",
+            "linux.resources.cpu.quota",
+            "linux.resources.cpu.period",
+            "linux.resources.cpu.idle",
+        ],
+        "{found:#?}"
+    );
+    assert_one(
+        |c| c["linux"]["resources"] = json!({ "cpu": { "quota": 10000, "burst": 20000 } }),
+        "linux.resources.cpu.burst",
+        "more than cpu.quota 10000",
+    );
+    assert_one(
+        |c| {
+            c["linux"]["resources"] =
+                json!({ "cpu": { "realtimeRuntime": 20000, "realtimePeriod": 10000 } })
+        },
+        "linux.resources.cpu.realtimeRuntime",
+        "more than cpu.realtimePeriod",
+    );
+}
+
+#[test]
+fn zero_leaves_cpu_and_blkio_settings_unset() {
+    let found = resources(json!({
+        "cpu": { "shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0 },
+        "blockIO": { "weight": 0, "leafWeight": 0 },
+    }));
+    assert_eq!(found, vec![]);
+}
+
+#[test]
+fn cpus_and_mems_must_parse() {
+    let found = resources(json!({ "cpu": { "cpus": "0-3, 5", "mems": "1-0" } }));
+    assert_eq!(
+        paths(&found),
+        ["linux.resources.cpu.cpus", "linux.resources.cpu.mems"],
+        "{found:#?}"
+    );
+    assert!(found[0].msg.contains("not a list like"), "{found:#?}");
+    assert!(found[1].msg.contains("runs backwards"), "{found:#?}");
+}
+
+#[test]
+fn swap_must_cover_the_memory_limit() {
+    assert_one(
+        |c| c["linux"]["resources"] = json!({ "memory": { "limit": 2097152, "swap": 1048576 } }),
+        "linux.resources.memory.swap",
+        "at least the memory limit",
+    );
+}
+
+#[test]
+fn kernel_memory_limit_is_refused() {
+    assert_one(
+        |c| c["linux"]["resources"] = json!({ "memory": { "kernel": 1048576 } }),
+        "linux.resources.memory.kernel",
+        "not enforced by Linux",
+    );
+    assert_eq!(resources(json!({ "memory": { "kernel": -1 } })), vec![]);
+}
+
+#[test]
+fn blkio_weights_and_devices() {
+    let found = resources(json!({ "blockIO": {
+        "weight": 5,
+        "leafWeight": 1001,
+        "weightDevice": [{ "major": 8, "weight": 100 }, { "major": 8, "minor": 0, "weight": 2000 }],
+        "throttleWriteIOPSDevice": [{ "major": -8, "minor": 0, "rate": 10 }],
+    } }));
+    assert_eq!(
+        paths(&found),
+        [
+            "linux.resources.blockIO.weightDevice[0].minor",
+            "linux.resources.blockIO.weight",
+            "linux.resources.blockIO.leafWeight",
+            "linux.resources.blockIO.weightDevice[1].weight",
+            "linux.resources.blockIO.throttleWriteIOPSDevice[0].major",
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn hugepage_sizes_must_be_named_like_the_kernels() {
+    let found = resources(json!({ "hugepageLimits": [
+        { "pageSize": "2M", "limit": 0 },
+        { "pageSize": "1GB", "limit": 0 },
+        { "pageSize": "1GB", "limit": 0 },
+        { "limit": 0 },
+    ] }));
+    assert_eq!(
+        paths(&found),
+        [
+            "linux.resources.hugepageLimits[3].pageSize",
+            "linux.resources.hugepageLimits[0].pageSize",
+            "linux.resources.hugepageLimits[2].pageSize",
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn unified_keys_must_be_plain_files_berth_does_not_manage() {
+    let found = resources(json!({ "unified": {
+        "../../memory.max": "1",
+        "cgroup.procs": "1",
+        "cgroup.subtree_control": "+memory",
+        "memory.max": 5,
+    } }));
+    assert_eq!(
+        paths(&found),
+        [
+            r#"linux.resources.unified["memory.max"]"#,
+            r#"linux.resources.unified["../../memory.max"]"#,
+            r#"linux.resources.unified["cgroup.procs"]"#,
+            r#"linux.resources.unified["cgroup.subtree_control"]"#,
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn interface_and_rdma_names_must_be_one_word() {
+    let found = resources(json!({
+        "network": { "priorities": [{ "name": "eth0 5\nlo", "priority": 1 }] },
+        "rdma": { "": { "hcaHandles": 1 } },
+    }));
+    assert_eq!(
+        paths(&found),
+        [
+            "linux.resources.network.priorities[0].name",
+            r#"linux.resources.rdma[""]"#,
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn pids_without_a_limit_sets_nothing() {
+    let dir = bundle(&config(|c| c["linux"]["resources"] = json!({ "pids": {} })));
+    let b = load_with(dir.path(), Some(40)).unwrap();
+    let res = b
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .clone()
+        .unwrap();
+    assert!(res.pids().is_none());
+}
+
+#[test]
+fn cgroups_path_must_not_climb() {
+    for p in ["/a/../b", "../x", "system.slice:berth:..", "/a/.."] {
+        assert_one(
+            |c| c["linux"]["cgroupsPath"] = json!(p),
+            "linux.cgroupsPath",
+            "has a \"..\" component",
+        );
+    }
+    let ok = problems(&config(|c| c["linux"]["cgroupsPath"] = json!("/a/..b/c")));
+    assert_eq!(ok, vec![]);
+}
+
+#[test]
+fn resources_file_is_checked_like_config() {
+    let res = parse_resources(br#"{"memory": {"limit": 1048576}, "pids": {"limit": 5}}"#).unwrap();
+    assert_eq!(res.memory().unwrap().limit(), Some(1048576));
+    assert_eq!(res.pids().unwrap().limit(), 5);
+    let e = parse_resources(
+        br#"{"memory": {"limit": -5}, "cpu": {"shares": -1, "cpus": "x"}, "devices": [{"allow": true, "type": "q"}]}"#,
+    )
+    .unwrap_err();
+    let BundleError::Invalid(found) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        paths(found),
+        [
+            "linux.resources.devices[0].type",
+            "linux.resources.cpu.shares",
+            "linux.resources.memory.limit",
+            "linux.resources.cpu.cpus",
+        ],
+        "{found:#?}"
+    );
+    assert_eq!(e.to_string().lines().count(), 1);
+    let e = parse_resources(br#"{"cpu": {"cpus": 5}}"#).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("linux.resources.cpu.cpus: expected a string"),
+        "{e}"
+    );
+    let e = parse_resources(b"[1]").unwrap_err();
+    assert!(e.to_string().contains("one JSON object"), "{e}");
+}
+
+#[test]
+fn built_resources_are_checked() {
+    let mut res = oci_spec::runtime::LinuxResources::default();
+    let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
+        .period(10u64)
+        .build()
+        .unwrap();
+    res.set_cpu(Some(cpu));
+    let e = check_resources(&res).unwrap_err().to_string();
+    assert!(
+        e.contains("linux.resources.cpu.period: 10 is out of the kernel's range"),
+        "{e}"
     );
 }
 
@@ -770,7 +1091,7 @@ fn many_problems_at_once() {
         c["process"]["capabilities"]["bounding"] = json!(["CAP_FOO", "CAP_KILL", "CAP_BAR"]);
         c["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOPE", "hard": 1, "soft": 1 }, { "type": "RLIMIT_CORE", "hard": 1, "soft": 2 }]);
         c["linux"]["namespaces"] = ns(&["pidd", "network", "ipc", "uts", "mount", "network"]);
-        c["linux"]["resources"] = json!({ "cpu": { "shares": 2 } });
+        c["linux"]["resources"] = json!({ "cpu": { "shares": -2 } });
     }));
     let paths: Vec<_> = found.iter().map(|p| p.path.as_str()).collect();
     for path in [
@@ -783,7 +1104,7 @@ fn many_problems_at_once() {
         "process.rlimits[1]", // index in the file, though [0] was removed
         "linux.namespaces[0].type",
         "linux.namespaces[5].type", // the duplicate network, also past the removed [0]
-        "linux.resources.cpu",
+        "linux.resources.cpu.shares",
     ] {
         assert!(paths.contains(&path), "{path} missing from {paths:#?}");
     }

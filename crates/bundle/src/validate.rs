@@ -37,6 +37,12 @@ pub(crate) fn check(spec: &Spec, bundle_dir: &Path, out: &mut Validation) {
         sysctl(linux, &ns, out);
         rootfs_propagation(linux, out);
         time_offsets(linux, &ns, out);
+        if let Some(res) = linux.resources() {
+            crate::resources::check(res, out);
+        }
+        if let Some(path) = linux.cgroups_path() {
+            crate::resources::cgroups_path(&path.to_string_lossy(), out);
+        }
     }
     uts_names(spec, &ns, out);
     backend(spec, out);
