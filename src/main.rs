@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod exec;
 mod log;
+mod manage;
 mod sealed;
 
 use std::io::Write;
@@ -153,15 +154,15 @@ fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
         Command::List(a) => list(&rt, a)?,
         Command::Spec(a) => spec(a)?,
         Command::Exec(a) => return exec::exec(cli, &rt, a),
-        Command::Ps(a) => commands::ps(&rt, a)?,
+        Command::Ps(a) => manage::ps(&rt, a)?,
         Command::Pause(a) => rt
             .pause(&a.id)
             .with_context(|| format!("pause container {}", a.id))?,
         Command::Resume(a) => rt
             .resume(&a.id)
             .with_context(|| format!("resume container {}", a.id))?,
-        Command::Update(a) => commands::update(&rt, a)?,
-        Command::Events(a) => commands::events(&rt, a)?,
+        Command::Update(a) => manage::update(&rt, a)?,
+        Command::Events(a) => manage::events(&rt, a)?,
         Command::Checkpoint(a) => commands::checkpoint(cli, &rt, a)?,
         Command::Restore(a) => return commands::restore(cli, &rt, a),
         Command::Features => println!(
