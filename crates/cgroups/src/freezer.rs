@@ -135,12 +135,13 @@ fn freeze_v1(dir: &Path) -> Result<(), CgroupError> {
             return Err(timed_out(&file, "FROZEN", state));
         }
         polls += 1;
-        if polls % REFREEZE_EVERY == 0 {
+        let refreeze = polls.is_multiple_of(REFREEZE_EVERY);
+        if refreeze {
             // Let a task stuck on its way to the fridge run for a moment.
             let _ = write(&file, "THAWED");
             sleep(Duration::from_millis(10));
         }
-        if polls % REFREEZE_EVERY == 0 || state == V1State::Thawed {
+        if refreeze || state == V1State::Thawed {
             if let Err(e) = write(&file, "FROZEN") {
                 let _ = thaw_v1(dir);
                 return Err(e);
