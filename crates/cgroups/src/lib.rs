@@ -34,12 +34,62 @@ pub enum CgroupError {
     Remove { path: PathBuf, source: io::Error },
     #[error("no cgroup hierarchy is mounted (looked in /proc/self/mountinfo)")]
     NoHierarchy,
-    #[error("pause: the container has no freezer (no v1 freezer hierarchy and no cgroup2 directory)")]
+    #[error(
+        "pause: the container has no freezer (no v1 freezer hierarchy and no cgroup2 directory)"
+    )]
     NoFreezer,
     #[error("device cgroup: berth confines a container's devices with the cgroup v1 devices controller, which this host does not mount (cgroup v2 device programs are not supported yet)")]
     NoDevicesController,
-    #[error("linux.cgroupsPath {0:?}: the systemd \"slice:prefix:name\" form needs --systemd-cgroup, which is not supported yet")]
-    SystemdPath(String),
+    #[error("linux.cgroupsPath {path:?}: {reason}")]
+    SystemdPath { path: String, reason: String },
+    #[error("--systemd-cgroup: systemd is not running as PID 1 on this host (no /run/systemd/system); use the cgroupfs driver (drop --systemd-cgroup)")]
+    NoSystemd,
+    /// A resource the host cannot enforce: `setting` is its config path.
+    #[error("{setting}: {reason}")]
+    Unsupported { setting: String, reason: String },
+    /// A resource write the kernel refused.
+    #[error("{setting}: write {value:?} to {}: {}{}", path.display(), errno_text(source), hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default())]
+    Setting {
+        setting: String,
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+        hint: Option<String>,
+    },
+}
+
+/// An OS error as "Invalid argument (EINVAL)": the message and the errno's name.
+pub fn errno_text(e: &io::Error) -> String {
+    let Some(n) = e.raw_os_error() else {
+        return e.to_string();
+    };
+    let text = e.to_string();
+    let msg = text
+        .strip_suffix(&format!(" (os error {n})"))
+        .unwrap_or(&text);
+    let name = match n {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EIO => "EIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::ERANGE => "ERANGE",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => return format!("{msg} (errno {n})"),
+    };
+    format!("{msg} ({name})")
 }
 
 /// One mounted hierarchy: its key (`"unified"` for cgroup2, else the v1
@@ -89,18 +139,56 @@ impl Hierarchies {
             .any(|h| !h.is_unified() && h.key.split(',').any(|c| c == controller))
     }
 
-    /// The container's cgroup for `linux.cgroupsPath` (absolute: from each
-    /// hierarchy's root; relative or unset: below berth's own cgroup, as runc
-    /// places it; unset means the container id).
+    /// [`container_with`](Self::container_with) for the cgroupfs driver
+    /// (no `--systemd-cgroup`).
     pub fn container(&self, cgroups_path: Option<&str>, id: &str) -> Result<Cgroup, CgroupError> {
-        let inner = match cgroups_path {
-            Some(p) if !p.is_empty() => {
-                if !p.starts_with('/') && p.split(':').count() == 3 {
-                    return Err(CgroupError::SystemdPath(p.to_string()));
+        self.container_with(cgroups_path, id, false)
+    }
+
+    /// The container's cgroup for `linux.cgroupsPath`:
+    /// - absolute (`/a/b`): from each hierarchy's root;
+    /// - relative (`a/b`) or unset: below berth's own cgroup, as runc
+    ///   places it; unset means the container id;
+    /// - systemd's `slice:prefix:name`: where systemd puts that unit
+    ///   (`a-b.slice:berth:c1` is `/a.slice/a-b.slice/berth-c1.scope`, see
+    ///   [`systemd_unit_path`]), from each hierarchy's root.
+    ///
+    /// With `systemd` (the global `--systemd-cgroup`), systemd must be
+    /// running as PID 1 and the path must be the systemd form (unset means
+    /// `system.slice:berth:<id>`); the caller asks systemd for the unit,
+    /// these are the directories it will have.
+    pub fn container_with(
+        &self,
+        cgroups_path: Option<&str>,
+        id: &str,
+        systemd: bool,
+    ) -> Result<Cgroup, CgroupError> {
+        let given = cgroups_path.filter(|p| !p.is_empty());
+        let is_systemd_form = |p: &str| !p.starts_with('/') && p.split(':').count() == 3;
+        if systemd && !Path::new("/run/systemd/system").is_dir() {
+            return Err(CgroupError::NoSystemd);
+        }
+        let inner = match given {
+            Some(p) if is_systemd_form(p) => systemd_unit_path(p).map_err(|reason| {
+                CgroupError::SystemdPath {
+                    path: p.to_string(),
+                    reason,
                 }
-                p.to_string()
+            })?,
+            Some(p) if systemd => {
+                return Err(CgroupError::SystemdPath {
+                    path: p.to_string(),
+                    reason: "with --systemd-cgroup it must be \"slice:prefix:name\" (e.g. \"system.slice:berth:ID\")".into(),
+                })
             }
-            _ => id.to_string(),
+            Some(p) => p.to_string(),
+            None if systemd => systemd_unit_path(&format!("system.slice:berth:{id}")).map_err(
+                |reason| CgroupError::SystemdPath {
+                    path: id.to_string(),
+                    reason,
+                },
+            )?,
+            None => id.to_string(),
         };
         let paths = self
             .list
@@ -116,6 +204,71 @@ impl Hierarchies {
             .collect();
         Ok(Cgroup { paths })
     }
+}
+
+/// systemd's cgroup directory for a slice name, from the hierarchy's
+/// root: each `-` opens a parent slice, so `a-b-c.slice` lives in
+/// `/a.slice/a-b.slice/a-b-c.slice`; `-.slice` (or `-`) is the root.
+pub fn expand_slice(slice: &str) -> Result<String, String> {
+    if slice == "-" || slice == "-.slice" {
+        return Ok(String::new());
+    }
+    let Some(name) = slice.strip_suffix(".slice") else {
+        return Err(format!("slice {slice:?} does not end in \".slice\""));
+    };
+    if name.is_empty()
+        || name.contains('/')
+        || name.starts_with('-')
+        || name.ends_with('-')
+        || name.contains("--")
+    {
+        return Err(format!(
+            "{slice:?} is not a slice name (no '/', and '-' only between parts)"
+        ));
+    }
+    let mut path = String::new();
+    for (i, _) in name.match_indices('-') {
+        path.push_str(&format!("/{}.slice", &name[..i]));
+    }
+    path.push_str(&format!("/{name}.slice"));
+    Ok(path)
+}
+
+/// The cgroup path systemd gives `slice:prefix:name`: the unit
+/// `prefix-name.scope` (`name.scope` without a prefix; a name ending in
+/// `.slice` is that slice itself) in the slice (`system.slice` when
+/// empty, the root for `-`), as runc's systemd driver names it.
+pub fn systemd_unit_path(p: &str) -> Result<String, String> {
+    let mut parts = p.split(':');
+    let (Some(slice), Some(prefix), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not of the form \"slice:prefix:name\"".into());
+    };
+    if name.is_empty() {
+        return Err("the name part of \"slice:prefix:name\" is empty".into());
+    }
+    for (what, v) in [("prefix", prefix), ("name", name)] {
+        if v.contains('/') || v == "." || v == ".." {
+            return Err(format!(
+                "the {what} {v:?} is not a unit name part (no '/', '.' or '..')"
+            ));
+        }
+    }
+    if name.ends_with(".slice") {
+        return expand_slice(name);
+    }
+    let parent = expand_slice(if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    })?;
+    let unit = if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    Ok(format!("{parent}/{unit}"))
 }
 
 /// `path` made relative to the hierarchy's root, with `.` and `..` resolved
@@ -622,10 +775,73 @@ mod tests {
             cg.paths["name=systemd"],
             PathBuf::from("/sys/fs/cgroup/systemd/x/y")
         );
+        let cg = h.container(Some("system.slice:berth:c1"), "c1").unwrap();
+        assert_eq!(
+            cg.paths["memory"],
+            PathBuf::from("/sys/fs/cgroup/memory/system.slice/berth-c1.scope")
+        );
+        let cg = h.container(Some("a-b.slice:p:n"), "c1").unwrap();
+        assert_eq!(
+            cg.paths["unified"],
+            PathBuf::from("/sys/fs/cgroup/unified/a.slice/a-b.slice/p-n.scope")
+        );
         assert!(matches!(
-            h.container(Some("system.slice:berth:c1"), "c1"),
-            Err(CgroupError::SystemdPath(_))
+            h.container(Some("bad:berth:c1"), "c1"),
+            Err(CgroupError::SystemdPath { .. })
         ));
+        if !Path::new("/run/systemd/system").exists() {
+            let e = h.container_with(None, "c1", true).unwrap_err();
+            assert!(matches!(e, CgroupError::NoSystemd), "{e}");
+            assert!(e.to_string().contains("drop --systemd-cgroup"));
+        } else {
+            let cg = h.container_with(None, "c1", true).unwrap();
+            assert_eq!(
+                cg.paths["memory"],
+                PathBuf::from("/sys/fs/cgroup/memory/system.slice/berth-c1.scope")
+            );
+            assert!(h.container_with(Some("/abs"), "c1", true).is_err());
+        }
+    }
+
+    #[test]
+    fn systemd_slices_expand_as_systemd_does() {
+        assert_eq!(expand_slice("system.slice").unwrap(), "/system.slice");
+        assert_eq!(
+            expand_slice("a-b-c.slice").unwrap(),
+            "/a.slice/a-b.slice/a-b-c.slice"
+        );
+        assert_eq!(expand_slice("-.slice").unwrap(), "");
+        for bad in [
+            "a",
+            "-a.slice",
+            "a-.slice",
+            "a--b.slice",
+            "a/b.slice",
+            ".slice",
+        ] {
+            assert!(expand_slice(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            systemd_unit_path(":berth:c1").unwrap(),
+            "/system.slice/berth-c1.scope"
+        );
+        assert_eq!(systemd_unit_path("-:p:n").unwrap(), "/p-n.scope");
+        assert_eq!(
+            systemd_unit_path("user.slice::n").unwrap(),
+            "/user.slice/n.scope"
+        );
+        assert_eq!(
+            systemd_unit_path("system.slice:p:x-y.slice").unwrap(),
+            "/x.slice/x-y.slice"
+        );
+        assert!(systemd_unit_path("system.slice:p:").is_err());
+        assert!(systemd_unit_path("system.slice:p:..").is_err());
+    }
+
+    #[test]
+    fn errno_names() {
+        let e = io::Error::from_raw_os_error(libc::EINVAL);
+        assert_eq!(errno_text(&e), "Invalid argument (EINVAL)");
     }
 
     #[test]
