@@ -220,6 +220,109 @@ impl Backend for Crun {
         self.run("kill", cmd).map(drop)
     }
 
+    fn exec(&self, c: &Container, rec: &Record, req: &crate::exec::ExecRequest<'_>) -> Result<i32> {
+        // The process as crun reads it, beside crun's own state.
+        let file = c.dir().join(format!("exec-{}.json", std::process::id()));
+        let json = serde_json::to_vec(req.process)
+            .map_err(|e| BackendError::Invalid(format!("exec: process: {e}")))?;
+        std::fs::write(&file, json).map_err(io_err(format!("write {}", file.display())))?;
+        let mut cmd = self.cmd(c.dir());
+        cmd.arg("exec").arg("--process").arg(&file);
+        if let Some(s) = req.console_socket {
+            cmd.arg("--console-socket").arg(s);
+        }
+        if req.detach {
+            cmd.arg("--detach");
+        }
+        if let Some(p) = req.pid_file {
+            cmd.arg("--pid-file").arg(p);
+        }
+        if req.preserve_fds > 0 {
+            cmd.arg(format!("--preserve-fds={}", req.preserve_fds));
+        }
+        for g in req.cgroups {
+            cmd.arg("--cgroup").arg(g);
+        }
+        cmd.arg(&rec.id);
+        // stdio is the process's, as with the native backend.
+        let status = cmd.status();
+        let _ = std::fs::remove_file(&file);
+        let status = status.map_err(io_err(format!("run {}", self.bin.display())))?;
+        Ok(
+            match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(code), _) => code,
+                (None, Some(sig)) => 128 + sig,
+                (None, None) => 1,
+            },
+        )
+    }
+
+    fn pause(&self, c: &Container, rec: &Record) -> Result<()> {
+        let mut cmd = self.cmd(c.dir());
+        cmd.args(["pause", &rec.id]);
+        self.run("pause", cmd).map(drop)
+    }
+
+    fn resume(&self, c: &Container, rec: &Record) -> Result<()> {
+        let mut cmd = self.cmd(c.dir());
+        cmd.args(["resume", &rec.id]);
+        self.run("resume", cmd).map(drop)
+    }
+
+    fn update(
+        &self,
+        c: &Container,
+        rec: &Record,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let file = c.dir().join("update.json");
+        let json = serde_json::to_vec(resources)
+            .map_err(|e| BackendError::Invalid(format!("update: resources: {e}")))?;
+        std::fs::write(&file, json).map_err(io_err(format!("write {}", file.display())))?;
+        let mut cmd = self.cmd(c.dir());
+        cmd.args(["update", "--resources"]).arg(&file).arg(&rec.id);
+        let out = self.run("update", cmd);
+        let _ = std::fs::remove_file(&file);
+        out.map(drop)
+    }
+
+    fn ps(&self, dir: &Path, rec: &Record) -> Result<Vec<i32>> {
+        let mut cmd = self.cmd(dir);
+        cmd.args(["ps", "--format", "json", &rec.id]);
+        let out = self.run("ps", cmd)?;
+        serde_json::from_str::<Option<Vec<i32>>>(&out)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| BackendError::Engine {
+                backend: NAME,
+                op: "ps",
+                detail: format!("unexpected output {:?}: {e}", out.trim()),
+            })
+    }
+
+    fn stats(&self, dir: &Path, rec: &Record) -> Result<serde_json::Value> {
+        let mut cmd = self.cmd(dir);
+        cmd.args(["events", "--stats", &rec.id]);
+        let out = self.run("events", cmd)?;
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).map_err(|e| BackendError::Engine {
+                backend: NAME,
+                op: "events",
+                detail: format!("unexpected output {:?}: {e}", out.trim()),
+            })?;
+        Ok(v.get("data").cloned().unwrap_or(v))
+    }
+
+    fn oom_kills(&self, _dir: &Path, rec: &Record) -> Result<u64> {
+        // crun's cgroup is recorded (see create): read the counter directly.
+        Ok(berth_cgroups::Cgroup {
+            paths: rec.cgroup_paths.clone(),
+        }
+        .oom_kills()?)
+    }
+
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
         if Self::root(c.dir()).join(&rec.id).exists() {
             let mut cmd = self.cmd(c.dir());

@@ -135,21 +135,23 @@ pub trait Backend {
             backend: self.name(),
         })
     }
-    fn ps(&self, _c: &Container, _rec: &Record) -> Result<Vec<i32>> {
+    /// Pids of every process in the container (`dir`: its state directory,
+    /// read without the lock).
+    fn ps(&self, _dir: &Path, _rec: &Record) -> Result<Vec<i32>> {
         Err(BackendError::Unsupported {
             op: "ps",
             backend: self.name(),
         })
     }
     /// Resource usage in runc's `events --stats` schema (the `data` object).
-    fn stats(&self, _c: &Container, _rec: &Record) -> Result<serde_json::Value> {
+    fn stats(&self, _dir: &Path, _rec: &Record) -> Result<serde_json::Value> {
         Err(BackendError::Unsupported {
             op: "events",
             backend: self.name(),
         })
     }
     /// How many times the kernel's OOM killer killed in the container.
-    fn oom_kills(&self, _c: &Container, _rec: &Record) -> Result<u64> {
+    fn oom_kills(&self, _dir: &Path, _rec: &Record) -> Result<u64> {
         Err(BackendError::Unsupported {
             op: "events",
             backend: self.name(),

@@ -298,6 +298,27 @@ impl Backend for Native {
         crate::exec::native_exec(c, rec, req)
     }
 
+    fn update(
+        &self,
+        _c: &Container,
+        rec: &Record,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        Ok(cgroup_of(rec).apply_resources(resources, berth_cgroups::Mode::Update)?)
+    }
+
+    fn ps(&self, _dir: &Path, rec: &Record) -> Result<Vec<i32>> {
+        Ok(cgroup_of(rec).pids()?)
+    }
+
+    fn stats(&self, _dir: &Path, rec: &Record) -> Result<serde_json::Value> {
+        Ok(cgroup_of(rec).stats()?)
+    }
+
+    fn oom_kills(&self, _dir: &Path, rec: &Record) -> Result<u64> {
+        Ok(cgroup_of(rec).oom_kills()?)
+    }
+
     fn pause(&self, _c: &Container, rec: &Record) -> Result<()> {
         Ok(cgroup_of(rec).freeze()?)
     }
@@ -307,12 +328,14 @@ impl Backend for Native {
     }
 
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
-        if !matches!(
-            self.status(c.dir(), rec),
-            Status::Stopped | Status::Creating
-        ) {
+        let status = self.status(c.dir(), rec);
+        if !matches!(status, Status::Stopped | Status::Creating) {
             // SAFETY: kill(2) of the recorded, live init.
             unsafe { libc::kill(rec.pid, libc::SIGKILL) };
+            // A frozen process dies only once thawed (the kill is pending).
+            if status == Status::Paused {
+                let _ = cgroup_of(rec).thaw();
+            }
             if let Ok(fd) = berth_state::pidfd_open(rec.pid) {
                 let _ = berth_state::wait_exit(
                     std::os::fd::AsFd::as_fd(&fd),
@@ -323,7 +346,13 @@ impl Backend for Native {
         // Without a pid namespace, other processes can outlive the init. A
         // shared cgroup holds others' processes: leave it alone.
         if !rec.cgroup_shared {
-            cgroup_of(rec).kill_and_remove()?;
+            let cgroup = cgroup_of(rec);
+            if cgroup.is_frozen() {
+                // Killed while frozen: the signals land once thawed.
+                cgroup.signal_all(libc::SIGKILL)?;
+                let _ = cgroup.thaw();
+            }
+            cgroup.kill_and_remove()?;
         }
         Ok(())
     }

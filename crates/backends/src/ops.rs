@@ -184,6 +184,71 @@ impl Runtime {
         }
     }
 
+    /// `ps`: the pids in the container's cgroup (lock-free, like `state`).
+    pub fn ps(&self, id: &str) -> Result<Vec<i32>> {
+        let (dir, rec) = self.root.read(id)?;
+        backend(&rec.backend)?.ps(&dir, &rec)
+    }
+
+    /// `update`: apply `resources` (validated by the caller) to a container
+    /// that is not stopped, and record them in its stored config so later
+    /// commands see the new values.
+    pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let c = self.root.open(id)?;
+        let mut rec = c.load()?;
+        let engine = backend(&rec.backend)?;
+        match engine.status(c.dir(), &rec) {
+            Status::Stopped => {
+                return Err(BackendError::Invalid(
+                    "cannot update a stopped container".into(),
+                ))
+            }
+            Status::Creating => {
+                return Err(BackendError::Invalid(
+                    "cannot update a container that is still being created".into(),
+                ))
+            }
+            _ => {}
+        }
+        engine.update(&c, &rec, resources)?;
+        let patch = serde_json::to_value(resources).unwrap_or_default();
+        let config = rec.config.as_object_mut().ok_or_else(|| {
+            BackendError::Invalid("the container's stored config is not an object".into())
+        })?;
+        let linux = config
+            .entry("linux")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(linux) = linux.as_object_mut() {
+            let res = linux
+                .entry("resources")
+                .or_insert_with(|| serde_json::json!({}));
+            merge(res, &patch);
+        }
+        c.save(&rec)?;
+        Ok(())
+    }
+
+    /// `events --stats`: the container's usage, runc's `data` object.
+    pub fn stats(&self, id: &str) -> Result<serde_json::Value> {
+        let (dir, rec) = self.running(id)?;
+        backend(&rec.backend)?.stats(&dir, &rec)
+    }
+
+    /// OOM kills so far in the container's cgroup.
+    pub fn oom_kills(&self, id: &str) -> Result<u64> {
+        let (dir, rec) = self.running(id)?;
+        backend(&rec.backend)?.oom_kills(&dir, &rec)
+    }
+
+    /// The container's record, if it has not stopped.
+    fn running(&self, id: &str) -> Result<(PathBuf, Record)> {
+        let (dir, rec) = self.root.read(id)?;
+        match backend(&rec.backend)?.status(&dir, &rec) {
+            Status::Stopped => Err(BackendError::NotRunning),
+            _ => Ok((dir, rec)),
+        }
+    }
+
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         berth_state::validate_id(id)?;
         let c = match self.root.open(id) {
@@ -260,6 +325,22 @@ impl Runtime {
     }
 }
 
+/// Merge `patch` into `base`: objects key by key, anything else replaced;
+/// nulls in the patch leave the base alone.
+fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    continue;
+                }
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
 /// Remove a container whose create or start failed with `cause`. The cause
 /// comes first; what cleanup could not undo follows it.
 fn abandon(
@@ -273,6 +354,20 @@ fn abandon(
         Err(cleanup) => BackendError::Invalid(format!(
             "{cause} (and cleaning up after it failed: {cleanup})"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn merge_keeps_what_the_patch_does_not_set() {
+        let mut base = serde_json::json!({"memory": {"limit": 1, "swap": 2}, "pids": {"limit": 5}});
+        let patch = serde_json::json!({"memory": {"limit": 3, "swap": null}, "cpu": {"shares": 9}});
+        super::merge(&mut base, &patch);
+        assert_eq!(
+            base,
+            serde_json::json!({"memory": {"limit": 3, "swap": 2}, "pids": {"limit": 5}, "cpu": {"shares": 9}})
+        );
     }
 }
 
