@@ -42,9 +42,16 @@ pub fn features(host: HostLsm) -> Value {
         "linux": {
             "namespaces": namespaces,
             "capabilities": known_capabilities(),
-            // v2 needs an eBPF device program for the device rules every
-            // container gets; until then only v1 (and hybrid) hosts.
-            "cgroup": { "v1": true, "v2": false, "systemd": false, "systemdUser": false },
+            // v1, v2 (device rules as an eBPF program) and hybrid hosts,
+            // with the rdma controller; systemd's cgroup driver (D-Bus) is
+            // not implemented: --systemd-cgroup is an error.
+            "cgroup": {
+                "v1": true,
+                "v2": true,
+                "systemd": false,
+                "systemdUser": false,
+                "rdma": true
+            },
             "seccomp": {
                 "enabled": true,
                 "actions": berth_seccomp::ACTIONS,

@@ -1210,7 +1210,7 @@ fn features_come_from_the_tables() {
     assert_eq!(f["linux"]["capabilities"][0], "CAP_CHOWN");
     assert_eq!(
         f["linux"]["cgroup"],
-        json!({ "v1": true, "v2": false, "systemd": false, "systemdUser": false })
+        json!({ "v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": true })
     );
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
     assert_eq!(
