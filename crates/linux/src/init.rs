@@ -13,6 +13,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use crate::apply;
 use crate::plan::Plan;
 use crate::rootfs::{self, Context, Failed, Res};
 use crate::sync::{self, Msg};
@@ -137,7 +138,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     rootfs::mount_all(plan, root.as_raw_fd())?;
     rootfs::setup_dev(plan, root.as_raw_fd())?;
     rootfs::make_cwd(plan, root.as_raw_fd())?;
-    if let Some(v) = &plan.oom_score_adj {
+    if let Some(v) = &plan.process.oom_score_adj {
         sys::write_file(c"/proc/self/oom_score_adj", v)
             .ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
     }
@@ -163,91 +164,22 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
             _ => sys::exit_now(1),
         }
     }
-    // The LSM attribute files are opened now, through the host's /proc:
-    // after pivot_root a volume over the container's /proc could turn the
-    // writes into writes to a plain file and leave the process unconfined.
-    let mut lsm_fds: [Option<OwnedFd>; 3] = [None, None, None];
-    if let Some(label) = &plan.extras.lsm {
-        for (slot, w) in lsm_fds.iter_mut().zip(&label.writes) {
-            *slot = Some(
-                sys::openat(libc::AT_FDCWD, &w.path, libc::O_WRONLY | libc::O_CLOEXEC, 0)
-                    .ctx(|| format!("{}: open {}", w.what, w.path.to_string_lossy()))?,
-            );
-        }
-    }
+    let lsm = apply::open_lsm(&plan.process)?;
     rootfs::enter(plan, &root)?;
     drop(root);
-    if plan.terminal {
-        setup_console(plan, fds)?;
+    let p = &plan.process;
+    if p.terminal {
+        apply::console(p, fds.console.as_ref().map(|c| c.as_raw_fd()), true)?;
     }
     rootfs::finish(plan)?;
-    // After the container's /proc is in place; before the session keyring,
-    // which takes the keycreate label.
-    if let Some(label) = &plan.extras.lsm {
-        for (fd, w) in lsm_fds.iter().zip(&label.writes) {
-            if let Some(fd) = fd {
-                sys::write_all_fd(fd.as_raw_fd(), &w.data)
-                    .ctx(|| format!("{}: write {}", w.what, w.path.to_string_lossy()))?;
-            }
-        }
-    }
-    drop(lsm_fds);
-    if let Some(k) = &plan.keyring {
-        match sys::join_session_keyring(k) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
-            other => {
-                other.ctx(|| "join a new session keyring (use --no-new-keyring to skip)".into())?
-            }
-        }
-    }
-    for (res, soft, hard, name) in &plan.rlimits {
-        sys::setrlimit(*res, *soft, *hard)
-            .ctx(|| format!("process.rlimits: set {name} to {soft}/{hard}"))?;
-    }
-    // Still privileged: real-time classes need CAP_SYS_NICE / CAP_SYS_ADMIN.
-    if let Some(attr) = &plan.extras.sched {
-        sys::sched_setattr(attr).ctx(|| {
-            format!(
-                "process.scheduler: sched_setattr(policy {}, nice {}, priority {})",
-                attr.policy, attr.nice, attr.priority
-            )
-        })?;
-    }
-    if let Some(prio) = plan.extras.ioprio {
-        sys::ioprio_set(prio).ctx(|| {
-            format!(
-                "process.ioPriority: ioprio_set(class {}, priority {})",
-                prio >> 13,
-                prio & 0x1fff
-            )
-        })?;
-    }
-    credentials(plan)?;
-    let exe = plan
-        .exec_candidates
-        .iter()
-        .find(|c| sys::is_executable(c))
-        .ok_or_else(|| not_found(plan))?;
+    let exe = apply::prepare(p, lsm)?;
     // Reopened now (the O_PATH descriptor is no use for writing); the open
     // blocks until `berth start` opens the read end.
     let fifo_path = sys::FdPath::new(fds.fifo.as_raw_fd());
     sys::fstatat(libc::AT_FDCWD, fifo_path.as_cstr(), 0).ctx(|| {
         "reach the exec fifo through /proc/self/fd (is /proc mounted in the container?)".into()
     })?;
-    // A NOTIFY filter goes in now, as runc does it: its listener descriptor
-    // must reach `create`, which hands it to the listener socket. Every other
-    // filter waits until right before exec.
-    let listener = match (&plan.extras.seccomp, plan.extras.notify.is_some()) {
-        (Some(filter), true) => Some(
-            berth_seccomp::install(filter)
-                .ctx(|| "linux.seccomp: load the filter".into())?
-                .ok_or_else(|| Failed {
-                    what: "linux.seccomp: the kernel returned no notify listener".into(),
-                    err: None,
-                })?,
-        ),
-        _ => None,
-    };
+    let listener = apply::install_notify(p)?;
     sync::send(sync, &Msg::Ready).ctx(|| "sync with parent".into())?;
     if let Some(l) = listener {
         sync::send_file(sync, l.as_raw_fd(), b"seccomp")
@@ -259,7 +191,7 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     };
     // The write end stays open until exec closes it: `start` sees EOF once
     // the program runs, or reads why it could not.
-    let fifo = match sys::dup_above(fifo.as_raw_fd(), 3 + plan.preserve_fds) {
+    let fifo = match sys::dup_above(fifo.as_raw_fd(), 3 + p.preserve_fds) {
         Ok(f) => f,
         Err(_) => sys::exit_now(1),
     };
@@ -269,40 +201,8 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
             die(fifo, &format!("startContainer {e}"));
         }
     }
-    // Nothing of berth's may reach the program: close every descriptor
-    // above stdio and the preserved ones, except the fifo (close-on-exec).
-    if let Err(e) = sys::close_all_from(3 + plan.preserve_fds, fifo) {
-        die(fifo, &format!("close descriptors before exec: {e}"));
-    }
-    if let Some(p) = plan.extras.personality {
-        if let Err(e) = sys::personality(p) {
-            die(
-                fifo,
-                &format!("linux.personality: personality({p:#x}): {e}"),
-            );
-        }
-    }
-    // As late as possible, so a profile need not allow what berth itself
-    // does before exec.
-    if let (Some(filter), false) = (&plan.extras.seccomp, plan.extras.notify.is_some()) {
-        if let Err(e) = berth_seccomp::install(filter) {
-            die(fifo, &format!("linux.seccomp: load the filter: {e}"));
-        }
-    }
-    let err = sys::execve(exe, &plan.argv_ptrs, &plan.envp_ptrs);
-    die(fifo, &format!("exec {:?}: {err}", plan.arg0))
-}
-
-fn not_found(plan: &Plan) -> Failed {
-    let why = if plan.arg0.contains('/') {
-        "no such executable file"
-    } else {
-        "executable file not found in $PATH"
-    };
-    Failed {
-        what: format!("exec: {:?}", plan.arg0),
-        err: Some(std::io::Error::new(std::io::ErrorKind::NotFound, why)),
-    }
+    let why = apply::exec(p, exe, fifo);
+    die(fifo, &why)
 }
 
 /// After `start`: tell `berth start` through the fifo why the program
@@ -310,139 +210,4 @@ fn not_found(plan: &Plan) -> Failed {
 fn die(fifo: RawFd, msg: &str) -> ! {
     let _ = sys::write_all_fd(fifo, msg.as_bytes());
     sys::exit_now(127)
-}
-
-fn setup_console(plan: &Plan, fds: &ChildFds) -> Res<()> {
-    let Some(console) = &fds.console else {
-        return Err(Failed {
-            what: "process.terminal: no console socket".into(),
-            err: None,
-        });
-    };
-    let (master, slave) =
-        sys::open_pty(c"/dev/ptmx").ctx(|| "process.terminal: open /dev/ptmx".into())?;
-    if let Some((rows, cols)) = plan.console_size {
-        sys::set_winsize(master.as_raw_fd(), rows, cols)
-            .ctx(|| format!("process.consoleSize: set {cols}x{rows}"))?;
-    }
-    // /dev/console is the pty, as runc sets it up.
-    let slave_at = sys::FdPath::new(slave.as_raw_fd());
-    match sys::openat(
-        libc::AT_FDCWD,
-        c"/dev/console",
-        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
-        0o600,
-    ) {
-        Ok(_) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-        Err(e) => {
-            return Err(Failed {
-                what: "create /dev/console".into(),
-                err: Some(e),
-            })
-        }
-    }
-    sys::mount(
-        Some(slave_at.as_cstr()),
-        c"/dev/console",
-        None,
-        libc::MS_BIND,
-        None,
-    )
-    .ctx(|| "bind the pty on /dev/console".into())?;
-    sync::send_file(console.as_raw_fd(), master.as_raw_fd(), b"/dev/ptmx")
-        .ctx(|| "send the pty master to the console socket".into())?;
-    drop(master);
-    sys::make_controlling_tty(slave.as_raw_fd())
-        .ctx(|| "make the pty the controlling terminal".into())
-}
-
-const CAP_SYS_ADMIN: u32 = 21;
-
-/// Credentials and capabilities, in the order the kernel needs: the
-/// bounding set while still privileged, ids with capabilities kept, the
-/// working directory as the user, then the capability sets and
-/// no_new_privs. Done before `create` returns, so errors reach it.
-fn credentials(plan: &Plan) -> Res<()> {
-    if let Some(caps) = &plan.caps {
-        for cap in 0..=plan.last_cap {
-            if caps.bounding & (1 << cap) == 0 {
-                sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0)
-                    .ctx(|| format!("drop capability {cap} from the bounding set"))?;
-            }
-        }
-    }
-    sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).ctx(|| "keep capabilities across setuid".into())?;
-    match sys::setgroups(&plan.additional_gids) {
-        // A user namespace with setgroups "deny" refuses even an empty list;
-        // only an error when groups were asked for.
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) && plan.additional_gids.is_empty() => {}
-        other => other.ctx(|| "process.user.additionalGids: setgroups".into())?,
-    }
-    sys::setresgid(plan.gid).ctx(|| format!("process.user.gid: setgid {}", plan.gid))?;
-    sys::setresuid(plan.uid).ctx(|| format!("process.user.uid: setuid {}", plan.uid))?;
-    sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).ctx(|| "reset keep-capabilities".into())?;
-    sys::chdir(&plan.cwd)
-        .ctx(|| format!("process.cwd: chdir to {}", plan.cwd.to_string_lossy()))?;
-    // A cwd through a descriptor still open here (/proc/self/fd/N/..) could
-    // land outside the container (the CVE-2024-21626 class): the kernel
-    // reports such a directory as unreachable from the root.
-    if !sys::cwd_is_under_root() {
-        return Err(Failed {
-            what: format!(
-                "process.cwd: {} resolves outside the container's root",
-                plan.cwd.to_string_lossy()
-            ),
-            err: None,
-        });
-    }
-    if let Some(caps) = &plan.caps {
-        // Without no_new_privs, loading a seccomp filter needs CAP_SYS_ADMIN.
-        // It stays in the effective and permitted sets until exec, which
-        // drops it: exec recomputes both from the bounding, inheritable and
-        // ambient sets, none of which gain it here.
-        let keep = if plan.extras.seccomp.is_some() && !plan.no_new_privs {
-            1u64 << CAP_SYS_ADMIN
-        } else {
-            0
-        };
-        sys::capset(
-            caps.effective | keep,
-            caps.permitted | keep,
-            caps.inheritable,
-        )
-        .ctx(|| "process.capabilities: capset".into())?;
-        sys::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-        )
-        .ctx(|| "clear ambient capabilities".into())?;
-        // Only a capability both permitted and inheritable can be raised
-        // (validation warned about the others); runc leaves them out too.
-        let raisable = caps.ambient & caps.permitted & caps.inheritable;
-        for cap in 0..=plan.last_cap {
-            if raisable & (1 << cap) != 0 {
-                sys::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                    cap as libc::c_ulong,
-                )
-                .ctx(|| format!("process.capabilities.ambient: raise capability {cap}"))?;
-            }
-        }
-    }
-    if plan.caps.is_none() && plan.uid != 0 && plan.extras.seccomp.is_some() && !plan.no_new_privs {
-        // No capabilities object: setuid emptied the effective set, and the
-        // filter still needs CAP_SYS_ADMIN to load (exec drops it again).
-        let (_, permitted, inheritable) =
-            sys::capget().ctx(|| "linux.seccomp: read capabilities".into())?;
-        sys::capset(1 << CAP_SYS_ADMIN, permitted, inheritable)
-            .ctx(|| "linux.seccomp: keep CAP_SYS_ADMIN to load the filter".into())?;
-    }
-    if plan.no_new_privs {
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "process.noNewPrivileges".into())?;
-    }
-    sys::umask(plan.umask);
-    Ok(())
 }

@@ -9,7 +9,9 @@
 
 pub mod plan;
 
+mod apply;
 mod detached;
+mod exec;
 mod init;
 pub mod lsm;
 mod notify;
@@ -30,6 +32,7 @@ use std::time::Duration;
 use berth_cgroups::Cgroup;
 use oci_spec::runtime::Spec;
 
+pub use exec::{exec, ExecRequest, Executed};
 pub use plan::Options;
 pub use sync::recv_file;
 
@@ -143,7 +146,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
     let fifo_path = make_fifo(req.state_dir)?;
     let fifo = sys::openat(libc::AT_FDCWD, &path_c(&fifo_path)?, libc::O_PATH, 0)
         .map_err(io_err(format!("open exec fifo {}", fifo_path.display())))?;
-    let (console_parent, console_child) = match (&req.console, plan.terminal) {
+    let (console_parent, console_child) = match (&req.console, plan.process.terminal) {
         (_, false) => (None, None),
         (Console::Socket(path), true) => {
             let s = UnixStream::connect(path).map_err(io_err(format!(
@@ -229,7 +232,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
             other => return Err(unexpected(other)),
         }
     }
-    if let Some(listener) = &plan.extras.notify {
+    if let Some(listener) = &plan.process.extras.notify {
         let fd = sync::recv_file(sock).map_err(io_err("receive the seccomp notify listener"))?;
         let msg = notify::process_state(&cb.hook_state(pid, "creating"), pid, &listener.metadata);
         notify::hand_over(listener, &msg, fd.as_raw_fd())?;

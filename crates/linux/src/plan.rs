@@ -174,7 +174,18 @@ pub struct Plan {
     pub readonly: Vec<CString>,
     pub readonly_root: bool,
     pub no_pivot: bool,
-    // Process.
+    /// The user's process (shared with `exec`).
+    pub process: ProcessPlan,
+    pub create_container_hooks: Vec<Hook>,
+    pub start_container_hooks: Vec<Hook>,
+    /// The parent must be asked before pivot_root (hooks to run, state to hand over).
+    pub hook_sync: bool,
+}
+
+/// The process to run: what the container init applies right before its
+/// exec, and what `berth exec` applies to a process joining the container.
+#[derive(Debug)]
+pub struct ProcessPlan {
     pub oom_score_adj: Option<Vec<u8>>,
     pub terminal: bool,
     /// process.consoleSize as (rows, columns).
@@ -198,10 +209,6 @@ pub struct Plan {
     pub envp_ptrs: Vec<*const libc::c_char>,
     pub keyring: Option<CString>,
     pub preserve_fds: u32,
-    pub create_container_hooks: Vec<Hook>,
-    pub start_container_hooks: Vec<Hook>,
-    /// The parent must be asked before pivot_root (hooks to run, state to hand over).
-    pub hook_sync: bool,
     /// Personality, scheduler, I/O priority, CPU affinity, LSM labels, seccomp.
     pub extras: crate::process::Extras,
 }
@@ -238,10 +245,11 @@ impl Plan {
         cgroup: Option<&Cgroup>,
         opts: &Options,
     ) -> Result<Plan, LinuxError> {
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| LinuxError::Plan("process: required to create a container".into()))?;
+        if spec.process().is_none() {
+            return Err(LinuxError::Plan(
+                "process: required to create a container".into(),
+            ));
+        }
         let linux = spec.linux().clone().unwrap_or_default();
         let namespaces = linux.namespaces().clone().unwrap_or_default();
 
@@ -404,6 +412,87 @@ impl Plan {
                 .collect::<Result<Vec<_>, _>>()
         };
 
+        let process = ProcessPlan::build(id, spec, rootfs, opts)?;
+        let hooks = spec.hooks().clone().unwrap_or_default();
+        let create_container_hooks = hooks.create_container().clone().unwrap_or_default();
+        let start_container_hooks = hooks.start_container().clone().unwrap_or_default();
+        #[allow(deprecated)]
+        let hook_sync = !create_container_hooks.is_empty()
+            || !start_container_hooks.is_empty()
+            || hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
+            || hooks
+                .create_runtime()
+                .as_ref()
+                .is_some_and(|h| !h.is_empty());
+
+        let root_propagation = match linux.rootfs_propagation().as_deref() {
+            None | Some("") => libc::MS_SLAVE | libc::MS_REC,
+            Some(p) => match mount_option(p) {
+                Some(MountOpt::Propagation(f)) => *f as libc::c_ulong,
+                _ => {
+                    return Err(LinuxError::Plan(format!(
+                        "linux.rootfsPropagation: unknown mode {p:?}"
+                    )))
+                }
+            },
+        };
+
+        if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+            crate::lsm::apply_mount_label(&mut mounts, Some(label), &crate::lsm::Host::detect())?;
+        }
+        Ok(Plan {
+            joins,
+            new_userns,
+            unshare_flags,
+            uid_map: fmt_map(linux.uid_mappings()),
+            gid_map: fmt_map(linux.gid_mappings()),
+            time_offsets,
+            rootfs: rootfs_c,
+            rootfs_dir,
+            rootfs_holder,
+            root_propagation,
+            root_propagation_set: linux
+                .rootfs_propagation()
+                .as_deref()
+                .is_some_and(|p| !p.is_empty()),
+            mounts,
+            dev_setup: !dev_bound,
+            devices,
+            dev_symlinks,
+            hostname: spec.hostname().clone().map(String::into_bytes),
+            domainname: spec.domainname().clone().map(String::into_bytes),
+            sysctls,
+            masked: paths(linux.masked_paths(), "linux.maskedPaths")?,
+            readonly: paths(linux.readonly_paths(), "linux.readonlyPaths")?,
+            readonly_root: root.and_then(|r| r.readonly()).unwrap_or(false),
+            no_pivot: opts.no_pivot,
+            process,
+            create_container_hooks,
+            start_container_hooks,
+            hook_sync,
+        })
+    }
+
+    /// The container is in a user namespace (new or joined): device nodes
+    /// are bound from the host instead of created.
+    pub fn in_userns(&self) -> bool {
+        self.new_userns || self.joins.iter().any(|j| j.flag == libc::CLONE_NEWUSER)
+    }
+}
+
+impl ProcessPlan {
+    /// `spec.process` as the child applies it; `spec.linux` gives the
+    /// seccomp filter and personality, `rootfs` the user's HOME.
+    pub fn build(
+        id: &str,
+        spec: &Spec,
+        rootfs: &Path,
+        opts: &Options,
+    ) -> Result<ProcessPlan, LinuxError> {
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| LinuxError::Plan("process: required to create a container".into()))?;
         let user = process.user();
         let env_list: Vec<String> = {
             let mut env = process.env().clone().unwrap_or_default();
@@ -471,30 +560,6 @@ impl Plan {
             })
             .collect::<Result<Vec<_>, LinuxError>>()?;
 
-        let hooks = spec.hooks().clone().unwrap_or_default();
-        let create_container_hooks = hooks.create_container().clone().unwrap_or_default();
-        let start_container_hooks = hooks.start_container().clone().unwrap_or_default();
-        #[allow(deprecated)]
-        let hook_sync = !create_container_hooks.is_empty()
-            || !start_container_hooks.is_empty()
-            || hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
-            || hooks
-                .create_runtime()
-                .as_ref()
-                .is_some_and(|h| !h.is_empty());
-
-        let root_propagation = match linux.rootfs_propagation().as_deref() {
-            None | Some("") => libc::MS_SLAVE | libc::MS_REC,
-            Some(p) => match mount_option(p) {
-                Some(MountOpt::Propagation(f)) => *f as libc::c_ulong,
-                _ => {
-                    return Err(LinuxError::Plan(format!(
-                        "linux.rootfsPropagation: unknown mode {p:?}"
-                    )))
-                }
-            },
-        };
-
         let argv: Vec<CString> = args
             .iter()
             .map(|a| cstr(a.as_str(), "process.args"))
@@ -511,35 +576,7 @@ impl Plan {
         };
         let (argv_ptrs, envp_ptrs) = (pointers(&argv), pointers(&env));
         let extras = crate::process::Extras::build(spec)?;
-        if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
-            crate::lsm::apply_mount_label(&mut mounts, Some(label), &crate::lsm::Host::detect())?;
-        }
-        Ok(Plan {
-            joins,
-            new_userns,
-            unshare_flags,
-            uid_map: fmt_map(linux.uid_mappings()),
-            gid_map: fmt_map(linux.gid_mappings()),
-            time_offsets,
-            rootfs: rootfs_c,
-            rootfs_dir,
-            rootfs_holder,
-            root_propagation,
-            root_propagation_set: linux
-                .rootfs_propagation()
-                .as_deref()
-                .is_some_and(|p| !p.is_empty()),
-            mounts,
-            dev_setup: !dev_bound,
-            devices,
-            dev_symlinks,
-            hostname: spec.hostname().clone().map(String::into_bytes),
-            domainname: spec.domainname().clone().map(String::into_bytes),
-            sysctls,
-            masked: paths(linux.masked_paths(), "linux.maskedPaths")?,
-            readonly: paths(linux.readonly_paths(), "linux.readonlyPaths")?,
-            readonly_root: root.and_then(|r| r.readonly()).unwrap_or(false),
-            no_pivot: opts.no_pivot,
+        Ok(ProcessPlan {
             oom_score_adj: process.oom_score_adj().map(|v| v.to_string().into_bytes()),
             terminal: process.terminal().unwrap_or(false),
             console_size: process.console_size().as_ref().map(|b| {
@@ -567,17 +604,8 @@ impl Plan {
                 Some(cstr(format!("_ses.{id}"), "id")?)
             },
             preserve_fds: opts.preserve_fds,
-            create_container_hooks,
-            start_container_hooks,
-            hook_sync,
             extras,
         })
-    }
-
-    /// The container is in a user namespace (new or joined): device nodes
-    /// are bound from the host instead of created.
-    pub fn in_userns(&self) -> bool {
-        self.new_userns || self.joins.iter().any(|j| j.flag == libc::CLONE_NEWUSER)
     }
 }
 

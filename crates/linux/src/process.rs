@@ -46,6 +46,11 @@ pub struct Extras {
     pub seccomp: Option<berth_seccomp::Filter>,
     /// Set when the filter has NOTIFY rules.
     pub notify: Option<NotifyListener>,
+    /// execCPUAffinity, for processes `berth exec` starts (the runtime spec
+    /// excludes the container's init): `initial` while the process joins
+    /// the container's cgroup, `final` once it is in.
+    pub affinity_initial: Option<CpuSet>,
+    pub affinity_final: Option<CpuSet>,
 }
 
 impl std::fmt::Debug for Extras {
@@ -57,6 +62,8 @@ impl std::fmt::Debug for Extras {
             .field("lsm", &self.lsm)
             .field("seccomp", &self.seccomp.as_ref().map(|s| s.len()))
             .field("notify", &self.notify)
+            .field("affinity_initial", &self.affinity_initial)
+            .field("affinity_final", &self.affinity_final)
             .finish()
     }
 }
@@ -111,18 +118,15 @@ impl Extras {
             }
             x.ioprio = Some(class << IOPRIO_CLASS_SHIFT | io.priority() as i32);
         }
-        // execCPUAffinity is for processes started with exec (the runtime
-        // spec excludes the container's init): only checked here, so a bad
-        // CPU list still fails at create.
         if let Some(a) = process.and_then(|p| p.exec_cpu_affinity().as_ref()) {
-            for (list, what) in [
-                (a.initial(), "process.execCPUAffinity.initial"),
-                (a.cpu_affinity_final(), "process.execCPUAffinity.final"),
-            ] {
-                if let Some(list) = list.as_deref().filter(|s| !s.is_empty()) {
-                    cpu_set(list, what)?;
-                }
-            }
+            let set = |list: &Option<String>, what| {
+                list.as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|l| cpu_set(l, what))
+                    .transpose()
+            };
+            x.affinity_initial = set(a.initial(), "process.execCPUAffinity.initial")?;
+            x.affinity_final = set(a.cpu_affinity_final(), "process.execCPUAffinity.final")?;
         }
         let apparmor = process.and_then(|p| p.apparmor_profile().as_deref());
         let selinux = process.and_then(|p| p.selinux_label().as_deref());

@@ -485,13 +485,13 @@ fn copy_tree(from: RawFd, to: RawFd) -> io::Result<()> {
 
 /// Create process.cwd inside the rootfs if it is missing, as runc does.
 pub fn make_cwd(plan: &Plan, root: RawFd) -> Res<()> {
-    let rel = crate::plan::relative_in_root(&plan.cwd.to_string_lossy());
+    let rel = crate::plan::relative_in_root(&plan.process.cwd.to_string_lossy());
     if rel == "." {
         return Ok(());
     }
     mkdir_beneath(root, rel.as_bytes())
         .map(drop)
-        .ctx(|| format!("process.cwd: create {}", plan.cwd.to_string_lossy()))
+        .ctx(|| format!("process.cwd: create {}", plan.process.cwd.to_string_lossy()))
 }
 
 /// Create the default and configured device nodes and /dev's links.

@@ -375,6 +375,29 @@ pub fn sched_setattr(attr: &crate::process::SchedAttr) -> io::Result<()> {
     .map(drop)
 }
 
+/// sched_setaffinity(2) of `pid` (0: the caller).
+pub fn sched_setaffinity(pid: libc::pid_t, set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: set points to a whole cpu_set_t of the size passed.
+    check_int(unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), set) })
+        .map(drop)
+}
+
+/// pidfd_send_signal(2): signal the process behind a pidfd (never a
+/// process that reused its pid).
+pub fn pidfd_kill(pidfd: RawFd, sig: i32) -> io::Result<()> {
+    // SAFETY: no siginfo is passed (NULL), flags 0.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
 pub fn ioprio_set(prio: libc::c_int) -> io::Result<()> {
     const IOPRIO_WHO_PROCESS: libc::c_int = 1;
     // SAFETY: integer arguments only.
