@@ -47,13 +47,14 @@ pub enum CgroupError {
     /// A resource the host cannot enforce: `setting` is its config path.
     #[error("{setting}: {reason}")]
     Unsupported { setting: String, reason: String },
-    /// A resource write the kernel refused.
-    #[error("{setting}: write {value:?} to {}: {}{}", path.display(), errno_text(source), hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default())]
+    /// A resource write the kernel refused. The errno is part of the
+    /// message (not a separate cause), so the line reads once.
+    #[error("{setting}: write {value:?} to {}: {}{}", path.display(), errno_text(errno), hint.as_ref().map(|h| format!(": {h}")).unwrap_or_default())]
     Setting {
         setting: String,
         path: PathBuf,
         value: String,
-        source: io::Error,
+        errno: io::Error,
         hint: Option<String>,
     },
 }

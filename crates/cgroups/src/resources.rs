@@ -1158,7 +1158,7 @@ pub(crate) fn enable_v2(dir: &Path, controller: &str) -> Result<bool, CgroupErro
                 setting: format!("enable the {controller} controller"),
                 path: control.clone(),
                 value,
-                source,
+                errno: source,
                 hint,
             }
         })?;
@@ -1193,7 +1193,7 @@ fn write_group(group: &[Write]) -> Result<(), CgroupError> {
                 setting: w.setting.clone(),
                 path: w.file.clone(),
                 value: w.value.clone(),
-                source,
+                errno: source,
                 hint,
             });
         }
@@ -1220,7 +1220,7 @@ fn hint(w: &Write, e: &io::Error) -> Option<String> {
         ("memory.memsw.limit_in_bytes", libc::EINVAL) => {
             Some("memory+swap must be at least the memory limit".into())
         }
-        ("cpuset.cpus" | "cpuset.mems", libc::EINVAL) => {
+        ("cpuset.cpus" | "cpuset.mems", libc::EINVAL | libc::ERANGE) => {
             let eff = if file == "cpuset.cpus" {
                 "cpuset.effective_cpus"
             } else {
@@ -1235,6 +1235,10 @@ fn hint(w: &Write, e: &io::Error) -> Option<String> {
         ("cpu.rt_runtime_us" | "cpu.rt_period_us", libc::EINVAL | libc::EBUSY) => Some(
             "the parent cgroup's realtime budget (its cpu.rt_runtime_us) leaves no room for it".into(),
         ),
+        (f, libc::EOPNOTSUPP) if f.contains("bfq") => {
+            let dev = w.value.split_whitespace().next().unwrap_or_default();
+            Some(format!("block device {dev} does not use the BFQ I/O scheduler (see /sys/dev/block/{dev}/queue/scheduler)"))
+        }
         (_, libc::ENODEV) => Some("no such block device on this host".into()),
         (_, libc::ENOENT) => Some("the host's cgroup has no such file".into()),
         _ => None,
