@@ -34,7 +34,8 @@ pub struct Cli {
     /// Log debug lines too.
     #[arg(long)]
     pub debug: bool,
-    /// Manage cgroups through systemd (not supported yet).
+    /// Manage cgroups through systemd (needs systemd as PID 1; berth has no
+    /// D-Bus client yet, so this is an error).
     #[arg(long)]
     pub systemd_cgroup: bool,
     /// Leave out cgroups the caller may not write, with a warning: true,

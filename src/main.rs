@@ -118,13 +118,11 @@ fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
     logger.log(Level::Debug, &format!("command {:?}", cli.command));
     match &cli.command {
         Command::Create(a) => {
-            no_systemd(cli)?;
             let opts = create_options(cli, a)?;
             rt.create(&a.id, &opts)
                 .with_context(|| format!("create container {}", a.id))?;
         }
         Command::Run(a) => {
-            no_systemd(cli)?;
             if a.keep {
                 return Err(anyhow!("run --keep is not supported yet"));
             }
@@ -176,16 +174,6 @@ fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
     Ok(0)
 }
 
-/// Global flags that `create` and `run` cannot honour yet: an error, never ignored.
-fn no_systemd(cli: &Cli) -> Result<()> {
-    if cli.systemd_cgroup {
-        return Err(anyhow!(
-            "--systemd-cgroup is not supported yet (berth manages cgroupfs directly)"
-        ));
-    }
-    Ok(())
-}
-
 fn create_options(cli: &Cli, a: &CreateArgs) -> Result<CreateOptions> {
     let bundle = match &a.bundle {
         Some(b) => b.clone(),
@@ -200,6 +188,7 @@ fn create_options(cli: &Cli, a: &CreateArgs) -> Result<CreateOptions> {
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         rootless: cli.rootless(),
+        systemd_cgroup: cli.systemd_cgroup,
     })
 }
 

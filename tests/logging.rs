@@ -1,6 +1,6 @@
 //! Error reporting: `--log`/`--log-format` lines as runc writes them (what
 //! containerd's shim parses), one stderr line per validation problem, and
-//! `--systemd-cgroup` refused without leaving state.
+//! `--systemd-cgroup` refused (no systemd here) without leaving state.
 //!
 //! Real containers, as root: `cargo test -p berth --test logging`.
 
@@ -312,11 +312,16 @@ fn systemd_cgroup_is_refused_without_state() {
         args.push(&id);
         let o = rt.run(&args).fails();
         assert_eq!(o.code, Some(1), "{o}");
+        // This host has no systemd as PID 1: that is the reason given.
         assert!(
-            o.stderr.contains("not supported yet"),
-            "should say --systemd-cgroup is not supported yet: {o}"
+            o.stderr.contains("--systemd-cgroup: systemd is not running as PID 1"),
+            "should say why --systemd-cgroup can't be used: {o}"
         );
-        assert!(o.stderr.contains("systemd"), "{o}");
+        assert_eq!(o.stderr.trim().lines().count(), 1, "{o}");
+        assert!(
+            berth_integration::cgroup_dirs_named(&id).is_empty(),
+            "cgroup left for {id}"
+        );
         assert_root_has_no(rt.root(), &id);
         let st = rt.run(&["state", &id]).fails();
         assert!(st.stderr.contains("does not exist"), "{st}");

@@ -187,7 +187,18 @@ impl Backend for Native {
             .as_ref()
             .and_then(|l| l.cgroups_path().as_ref())
             .map(|p| p.to_string_lossy().into_owned());
-        let mut cgroup = Hierarchies::detect()?.container(cgroups_path.as_deref(), &rec.id)?;
+        let mut cgroup = Hierarchies::detect()?.container_with(
+            cgroups_path.as_deref(),
+            &rec.id,
+            req.opts.systemd_cgroup,
+        )?;
+        if req.opts.systemd_cgroup {
+            // systemd runs (container_with checked): the unit would have to
+            // be made through its D-Bus API, which berth lacks.
+            return Err(BackendError::Invalid(
+                "--systemd-cgroup: berth cannot create systemd units (no D-Bus client yet); drop --systemd-cgroup to use the cgroupfs driver".into(),
+            ));
+        }
         // Recorded before anything exists, so delete finds it after a crash.
         rec.cgroup_paths = cgroup.paths.clone();
         rec.cgroup_shared = cgroup.exists();

@@ -21,6 +21,9 @@ pub struct CreateOptions {
     /// `--rootless` resolved (runc's meaning): leave out the cgroup
     /// hierarchies the caller may not write, with a warning.
     pub rootless: bool,
+    /// `--systemd-cgroup`: cgroups through systemd (an error unless systemd
+    /// runs as PID 1; berth does not speak systemd's D-Bus API yet).
+    pub systemd_cgroup: bool,
 }
 
 pub struct Runtime {
