@@ -317,7 +317,6 @@ fn systemd_cgroup_is_refused_without_state() {
             o.stderr.contains("--systemd-cgroup: systemd is not running as PID 1"),
             "should say why --systemd-cgroup can't be used: {o}"
         );
-        assert_eq!(o.stderr.trim().lines().count(), 1, "{o}");
         assert!(
             berth_integration::cgroup_dirs_named(&id).is_empty(),
             "cgroup left for {id}"
