@@ -18,6 +18,8 @@ PKGS=(
 	jq             # hack/mkbundle.sh edits config.json
 	hyperfine      # hack/bench --hyperfine
 	uidmap         # newuidmap/newgidmap: rootless berth's subordinate id mappings (tests/rootless.rs)
+	procps         # ps(1): `berth ps` runs it (tests/manage.rs)
+	criu           # checkpoint/restore (tests/checkpoint.rs skip with `criu check`'s reason when it fails, as 3.17 does on this kernel)
 )
 # shellcheck disable=SC2206
 PKGS+=(${BERTH_EXTRA_PKGS:-})
