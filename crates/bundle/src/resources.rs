@@ -687,17 +687,29 @@ pub(crate) fn cgroups_path(path: &str, out: &mut Validation) {
 
 /// Reads a resources file as `update -r` takes it (a `linux.resources`
 /// object: `{"memory": {"limit": ...}, "cpu": {...}}`) and checks it as
-/// config.json's resources are checked. Every problem is returned at once
-/// as [`BundleError::Invalid`], with paths as in config.json
-/// (`linux.resources.memory.limit`).
+/// config.json's resources are checked. Every failure, malformed JSON
+/// included, is [`BundleError::Invalid`] with every problem found, paths as
+/// in config.json (`linux.resources.memory.limit`; `line L column C` for a
+/// JSON syntax error), so the caller can say "invalid resources: ...".
 pub fn parse_resources(json: &[u8]) -> Result<LinuxResources, BundleError> {
-    let inner = crate::parse_value(json)?;
+    let inner = match crate::parse_value(json) {
+        Ok(v) => v,
+        Err(BundleError::Parse { at, msg }) => {
+            return Err(BundleError::Invalid(vec![Problem::new(
+                at,
+                format!("not JSON: {msg}"),
+            )]))
+        }
+        Err(e) => return Err(e),
+    };
     if !inner.is_object() {
-        return Err(BundleError::Parse {
-            at: ".".into(),
-            msg: "a resources file holds one JSON object, like config.json's linux.resources"
-                .into(),
-        });
+        return Err(BundleError::Invalid(vec![Problem::new(
+            BASE,
+            format!(
+                "a resources file holds one JSON object, like config.json's linux.resources, not {}",
+                shown(&inner)
+            ),
+        )]));
     }
     let mut wrapped = serde_json::json!({ "linux": { "resources": inner } });
     let mut out = Validation::default();
@@ -709,8 +721,8 @@ pub fn parse_resources(json: &[u8]) -> Result<LinuxResources, BundleError> {
         Ok(r) => r,
         Err(e) => {
             let path = removed.remap(&field(BASE, &crate::jsonpath::from_serde(e.path())));
-            let problem = Problem::new(path, crate::one_line(&e.inner().to_string()));
-            return Err(crate::fail(out.problems, problem));
+            out.problem(path, crate::one_line(&e.inner().to_string()));
+            return Err(BundleError::Invalid(out.problems));
         }
     };
     let mut typed = Validation::default();

@@ -915,6 +915,12 @@ fn resources_file_is_checked_like_config() {
     );
     let e = parse_resources(b"[1]").unwrap_err();
     assert!(e.to_string().contains("one JSON object"), "{e}");
+    let e = parse_resources(br#"{"memory": "#).unwrap_err();
+    let BundleError::Invalid(found) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(found[0].path, "line 1 column 11", "{found:#?}");
+    assert!(found[0].msg.starts_with("not JSON: EOF"), "{found:#?}");
 }
 
 #[test]
