@@ -287,6 +287,34 @@ fn a_fork_over_the_pids_limit_fails() {
 }
 
 #[test]
+fn a_pids_limit_of_zero_lets_the_init_run_but_not_fork() {
+    // runtime-spec 1.3 / runc 1.4: 0 is a real limit. The init exists
+    // before the limit is written, so it runs; it can't fork.
+    let rt = Runtime::new("res-pids0");
+    let mut b = rt.bundle();
+    b.set("/linux/resources", json!({ "pids": { "limit": 0 } }));
+    b.set(
+        "/process/args",
+        json!([
+            "sh",
+            "-c",
+            "echo running; if ls / >/dev/null; then echo forked; fi"
+        ]),
+    );
+    b.write();
+    let id = rt.id();
+    let out = rt.run(&["run", "--bundle", b.path_str(), &id]);
+    assert!(
+        out.stdout.contains("running"),
+        "the init did not run: {out}"
+    );
+    assert!(
+        !out.stdout.contains("forked"),
+        "forked under pids.max 0: {out}"
+    );
+}
+
+#[test]
 fn a_process_over_the_memory_limit_is_oom_killed() {
     let rt = Runtime::new("res-oom");
     let mut b = rt.bundle();

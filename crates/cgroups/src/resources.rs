@@ -25,11 +25,18 @@ use oci_spec::runtime::{
 
 use crate::{Cgroup, CgroupError, UNIFIED};
 
-/// Whether resources are applied at create (everything set is written) or
-/// by `update` (only what the request sets changes).
+/// When resources are applied. `create` takes two calls: [`Mode::Create`]
+/// before the container's first process joins the cgroup, and
+/// [`Mode::Started`] once the init is in it and berth forks nothing more
+/// there (the pids limit would count berth's own setup processes: with a
+/// limit of 0 or 1, as runc allows, the init could not even be forked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Everything the config sets except `pids.limit`.
     Create,
+    /// Only `pids.limit`.
+    Started,
+    /// `update`: everything the request sets (only that changes).
     Update,
 }
 
@@ -163,6 +170,15 @@ impl Cgroup {
             mode,
             groups: Vec::new(),
         };
+        if mode == Mode::Started {
+            if let Some(p) = res.pids() {
+                pids(&mut plan, p.limit())?;
+            }
+            for group in &plan.groups {
+                write_group(group)?;
+            }
+            return Ok(());
+        }
         if let Some(c) = res.cpu() {
             cpuset(&mut plan, c)?;
         }
@@ -173,16 +189,14 @@ impl Cgroup {
             cpu(&mut plan, c)?;
         }
         if let Some(p) = res.pids() {
-            let place = plan.place("pids.limit", "pids", Some("pids"));
-            let value = if p.limit() < 0 {
-                "max".to_string()
+            if mode == Mode::Create {
+                // Checked now, so a host without the controller fails
+                // before the container exists; written by Mode::Started.
+                if p.limit() != -1 {
+                    plan.place("pids.limit", "pids", Some("pids"))?;
+                }
             } else {
-                p.limit().to_string()
-            };
-            match place {
-                Ok(place) => plan.write("pids.limit", place.dir(), "pids.max", value),
-                Err(_) if p.limit() == -1 => {} // unlimited: nothing to enforce
-                Err(e) => return Err(e),
+                pids(&mut plan, p.limit())?;
             }
         }
         if let Some(b) = res.block_io() {
@@ -213,6 +227,20 @@ impl Cgroup {
             .find(|(k, _)| k.as_str() != UNIFIED && k.split(',').any(|c| c == controller))
             .map(|(_, p)| p.as_path())
     }
+}
+
+fn pids(plan: &mut Plan<'_>, limit: i64) -> Result<(), CgroupError> {
+    let value = if limit < 0 {
+        "max".to_string()
+    } else {
+        limit.to_string()
+    };
+    match plan.place("pids.limit", "pids", Some("pids")) {
+        Ok(place) => plan.write("pids.limit", place.dir(), "pids.max", value),
+        Err(_) if limit == -1 => {} // unlimited: nothing to enforce
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 fn cpuset(plan: &mut Plan<'_>, c: &LinuxCpu) -> Result<(), CgroupError> {
@@ -1372,6 +1400,12 @@ mod tests {
             "blockIO": { "weight": 300, "throttleReadBpsDevice": [{ "major": 8, "minor": 0, "rate": 4096 }] },
         }));
         cg.apply_resources(&r, Mode::Create).unwrap();
+        assert_eq!(
+            read(&cg, "pids", "pids.max"),
+            "",
+            "pids.limit before the init"
+        );
+        cg.apply_resources(&r, Mode::Started).unwrap();
         assert_eq!(read(&cg, "memory", "memory.limit_in_bytes"), "1048576");
         assert_eq!(
             read(&cg, "memory", "memory.memsw.limit_in_bytes"),
@@ -1481,7 +1515,7 @@ mod tests {
         let e = cg
             .apply_resources(
                 &res(serde_json::json!({ "pids": { "limit": 3 } })),
-                Mode::Create,
+                Mode::Started,
             )
             .unwrap_err()
             .to_string();
