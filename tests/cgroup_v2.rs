@@ -58,7 +58,9 @@ fn script() -> PathBuf {
 
 fn layout_script(arg: &str) -> Out {
     let mut c = Command::new("bash");
-    c.arg(script()).arg(arg);
+    // Its own process group: a Ctrl-C meant for the test must not kill a
+    // restore half-way.
+    c.arg(script()).arg(arg).process_group(0);
     exec(
         c,
         Opts {
@@ -1010,9 +1012,16 @@ fn devices(cx: &Ctx) -> Note {
 fn events_stats(cx: &Ctx) -> Note {
     let rt = cx.runtime();
     let pids = cx.place("pids") != Place::Missing;
+    let huge = cx.place("hugetlb") == Place::V2;
     let (_b, id) = sleeper(&rt, |b| {
         if pids {
             b.set("/linux/resources/pids", json!({ "limit": 50 }));
+        }
+        if huge {
+            b.set(
+                "/linux/resources/hugepageLimits",
+                json!([{ "pageSize": "2MB", "limit": 2097152 }]),
+            );
         }
     });
     let pid = rt.pid(&id);
@@ -1079,7 +1088,7 @@ fn events_stats(cx: &Ctx) -> Note {
         );
         note.push_str(", memory usage");
     }
-    if cx.place("hugetlb") == Place::V2 {
+    if huge {
         assert!(
             d["hugetlb"].get("2MB").is_some(),
             "hugetlb 2MB missing: {}",
