@@ -226,7 +226,11 @@ pub struct SpecArgs {
 pub struct ExecArgs {
     pub id: String,
     /// The command and its arguments (runc accepts them with or without `--`).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
     /// A process.json (the OCI `process` object) instead of the command line.
     #[arg(short, long, value_name = "PATH")]
@@ -285,7 +289,11 @@ pub struct PsArgs {
     #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,
     /// Options for ps(1) (default -ef).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PS_OPTIONS")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PS_OPTIONS"
+    )]
     pub ps_args: Vec<String>,
 }
 

@@ -314,7 +314,8 @@ fn systemd_cgroup_is_refused_without_state() {
         assert_eq!(o.code, Some(1), "{o}");
         // This host has no systemd as PID 1: that is the reason given.
         assert!(
-            o.stderr.contains("--systemd-cgroup: systemd is not running as PID 1"),
+            o.stderr
+                .contains("--systemd-cgroup: systemd is not running as PID 1"),
             "should say why --systemd-cgroup can't be used: {o}"
         );
         assert!(

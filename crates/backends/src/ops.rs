@@ -360,20 +360,6 @@ fn abandon(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn merge_keeps_what_the_patch_does_not_set() {
-        let mut base = serde_json::json!({"memory": {"limit": 1, "swap": 2}, "pids": {"limit": 5}});
-        let patch = serde_json::json!({"memory": {"limit": 3, "swap": null}, "cpu": {"shares": 9}});
-        super::merge(&mut base, &patch);
-        assert_eq!(
-            base,
-            serde_json::json!({"memory": {"limit": 3, "swap": 2}, "pids": {"limit": 5}, "cpu": {"shares": 9}})
-        );
-    }
-}
-
 pub(crate) fn terminal(spec: &oci_spec::runtime::Spec) -> bool {
     spec.process()
         .as_ref()
@@ -411,4 +397,18 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     std::fs::write(&tmp, pid.to_string())
         .map_err(io_err(format!("write pid file {}", tmp.display())))?;
     std::fs::rename(&tmp, &path).map_err(io_err(format!("write pid file {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn merge_keeps_what_the_patch_does_not_set() {
+        let mut base = serde_json::json!({"memory": {"limit": 1, "swap": 2}, "pids": {"limit": 5}});
+        let patch = serde_json::json!({"memory": {"limit": 3, "swap": null}, "cpu": {"shares": 9}});
+        super::merge(&mut base, &patch);
+        assert_eq!(
+            base,
+            serde_json::json!({"memory": {"limit": 3, "swap": 2}, "pids": {"limit": 5}, "cpu": {"shares": 9}})
+        );
+    }
 }
