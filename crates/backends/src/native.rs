@@ -41,8 +41,9 @@ fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
             kind: d
                 .typ()
                 .map_or('a', |t| t.as_str().chars().next().unwrap_or('a')),
-            major: d.major(),
-            minor: d.minor(),
+            // -1 is runc's wildcard, as an absent number.
+            major: d.major().filter(|&m| m != -1),
+            minor: d.minor().filter(|&m| m != -1),
             access: d.access().clone().unwrap_or_else(|| "rwm".into()),
         }
     }));
