@@ -333,6 +333,110 @@ fn restore_without_images_leaves_nothing() {
     }
 }
 
+#[test]
+fn a_container_with_a_terminal_is_refused() {
+    let rt = Runtime::new("cr-tty");
+    let mut b = rt.bundle();
+    b.set("/process/terminal", json!(true));
+    b.set("/process/args", json!(["/bin/sleep", "300"]));
+    b.write();
+    let id = rt.id();
+    let _master = rt.create_with_console(&b, &id);
+    rt.run(&["start", &id]).ok();
+    let pid = rt.pid(&id);
+    let images = image_dir(&rt);
+    let o = rt
+        .run(&["checkpoint", "--image-path", s(&images), &id])
+        .fails();
+    assert!(
+        o.stderr
+            .contains("the container has a terminal (process.terminal)"),
+        "{o}"
+    );
+    assert_eq!(rt.status(&id).as_deref(), Some("running"));
+    assert_eq!(rt.pid(&id), pid);
+
+    // restore: neither a terminal bundle nor --console-socket.
+    let id2 = rt.id();
+    let o = rt
+        .run(&[
+            "restore",
+            "-d",
+            "--image-path",
+            s(&images),
+            "--bundle",
+            b.path_str(),
+            &id2,
+        ])
+        .fails();
+    assert!(o.stderr.contains("has a terminal"), "{o}");
+    nothing_left(&rt, &id2);
+    let o = rt
+        .run(&[
+            "restore",
+            "-d",
+            "--console-socket",
+            "/tmp/none.sock",
+            "--image-path",
+            s(&images),
+            "--bundle",
+            b.path_str(),
+            &id2,
+        ])
+        .fails();
+    assert!(
+        o.stderr.contains(
+            "--console-socket: restoring a container with a terminal is not supported yet"
+        ),
+        "{o}"
+    );
+    nothing_left(&rt, &id2);
+}
+
+#[test]
+fn the_crun_backend_does_not_checkpoint_yet() {
+    let rt = Runtime::new("cr-crun");
+    let mut b = counter(&rt);
+    b.set("/annotations/run.berth.backend", json!("crun"));
+    b.write();
+    let images = rt.tempdir();
+    std::fs::write(images.join("inventory.img"), b"x").unwrap();
+    let id = rt.id();
+    let o = rt
+        .run(&[
+            "restore",
+            "-d",
+            "--image-path",
+            s(&images),
+            "--bundle",
+            b.path_str(),
+            &id,
+        ])
+        .fails();
+    assert!(
+        o.stderr
+            .contains("restore is not supported by the crun backend yet"),
+        "{o}"
+    );
+    nothing_left(&rt, &id);
+
+    skip_if!(
+        Command::new("crun").arg("--version").output().is_err(),
+        "crun is not installed"
+    );
+    rt.create(&b, &id);
+    rt.run(&["start", &id]).ok();
+    let o = rt
+        .run(&["checkpoint", "--image-path", s(&images), &id])
+        .fails();
+    assert!(
+        o.stderr
+            .contains("checkpoint is not supported by the crun backend yet"),
+        "{o}"
+    );
+    assert_eq!(rt.status(&id).as_deref(), Some("running"));
+}
+
 /// CRIU runs and fails on bogus images: the container it was restored
 /// into (state, cgroups, CRIU's root mount) is gone again.
 #[test]

@@ -360,11 +360,11 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 /// `(00.016481) Error (criu/crtools.c:260): Could not ...` gives
 /// `Error (criu/crtools.c:260): Could not ...`.
 fn last_error(log: &str) -> Option<String> {
-    let line = log.lines().rev().find(|l| l.contains("Error ("))?;
-    let line = match line.trim_start().strip_prefix('(') {
-        Some(rest) if rest.split_once(") ").is_some() => rest.split_once(") ").unwrap().1,
-        _ => line,
-    };
+    let line = log.lines().rev().find(|l| l.contains("Error ("))?.trim();
+    let line = line
+        .strip_prefix('(')
+        .and_then(|rest| rest.split_once(") "))
+        .map_or(line, |(_, after)| after);
     Some(line.trim().to_string())
 }
 
@@ -424,6 +424,7 @@ fn has_terminal(spec: &Spec) -> bool {
 }
 
 const NO_TERMINAL: &str = "the container has a terminal (process.terminal): berth drives CRIU through its command line, which cannot hand a restored pty master to a console socket, so such containers are not checkpointed yet";
+const NO_CONSOLE: &str = "--console-socket: restoring a container with a terminal is not supported yet (CRIU's command line cannot hand the restored pty master to a console socket)";
 
 /// Bind mounts of the config: (destination in the container, host source).
 /// Their sources are outside the container's mount namespace, so CRIU is
@@ -836,7 +837,10 @@ pub fn restore(
         }
         .into());
     }
-    if ropts.console_socket.is_some() || has_terminal(&bundle.spec) {
+    if ropts.console_socket.is_some() {
+        return Err(CriuError::Invalid(NO_CONSOLE.into()));
+    }
+    if has_terminal(&bundle.spec) {
         return Err(CriuError::Invalid(NO_TERMINAL.into()));
     }
     let criu = Criu::locate(opts.criu.as_deref())?;
