@@ -85,6 +85,16 @@ pub struct CriuOptions {
     pub status_fd: Option<i32>,
     /// Checkpoint only: `ADDRESS:PORT` of a page server.
     pub page_server: Option<String>,
+    /// Checkpoint only (runc's `--tcp-skip-in-flight`): leave out TCP
+    /// connections still being set up.
+    pub tcp_skip_in_flight: bool,
+    /// Checkpoint only (runc's `--link-remap`): link unlinked open files
+    /// back where CRIU can.
+    pub link_remap: bool,
+    /// Restore only (runc's `--lsm-profile TYPE:NAME`).
+    pub lsm_profile: Option<String>,
+    /// Restore only (runc's `--lsm-mount-context`).
+    pub lsm_mount_context: Option<String>,
 }
 
 /// What `restore` takes besides the CRIU options (runc's flags).
@@ -570,6 +580,12 @@ fn dump_args(c: &Checked, opts: &CriuOptions, p: &DumpPlan<'_>) -> Vec<OsString>
     if opts.leave_running && !opts.pre_dump {
         args.push("--leave-running".into());
     }
+    if opts.tcp_skip_in_flight {
+        args.push("--skip-in-flight".into());
+    }
+    if opts.link_remap {
+        args.push("--link-remap".into());
+    }
     let lazy = opts.lazy_pages && !opts.pre_dump;
     if lazy {
         args.push("--lazy-pages".into());
@@ -632,6 +648,14 @@ fn restore_args(c: &Checked, opts: &CriuOptions, p: &RestorePlan<'_>) -> Vec<OsS
     }
     if opts.lazy_pages {
         args.push("--lazy-pages".into());
+    }
+    if let Some(l) = &opts.lsm_profile {
+        args.push("--lsm-profile".into());
+        args.push(l.into());
+    }
+    if let Some(l) = &opts.lsm_mount_context {
+        args.push("--lsm-mount-context".into());
+        args.push(l.into());
     }
     for (dest, src) in p.mounts {
         args.push("--external".into());
@@ -1342,6 +1366,7 @@ mod tests {
         o.tcp_established = true;
         o.file_locks = true;
         o.leave_running = true;
+        o.link_remap = true;
         o.manage_cgroups_mode = Some("soft".into());
         let c = check_options(&o).unwrap();
         let ns = vec!["net[4026531992]:extRootNetNS".to_string()];
@@ -1360,7 +1385,7 @@ mod tests {
             "--manage-cgroups=soft",
             "--empty-ns net",
             "--freeze-cgroup /sys/fs/cgroup/freezer/c1",
-            "--leave-running",
+            "--leave-running --link-remap",
             "--external mnt[/data]:/data",
             "--external net[4026531992]:extRootNetNS",
         ] {
@@ -1424,6 +1449,7 @@ mod tests {
         o.ext_unix_sk = true;
         o.auto_dedup = true;
         o.lazy_pages = true;
+        o.lsm_profile = Some("apparmor:berth-default".into());
         let c = check_options(&o).unwrap();
         let mounts = vec![(PathBuf::from("/data"), PathBuf::from("/srv/data"))];
         let inherit = vec![(1, "pipe:[123]".to_string()), (9, EXT_NETNS.to_string())];
@@ -1450,6 +1476,7 @@ mod tests {
             "--external mnt[/data]:/srv/data",
             "--inherit-fd fd[1]:pipe:[123] --inherit-fd fd[9]:extRootNetNS",
             "--join-ns ipc:/proc/1/ns/ipc",
+            "--lsm-profile apparmor:berth-default",
         ] {
             assert!(joined.contains(want), "{want} missing: {joined}");
         }
