@@ -111,6 +111,11 @@ impl crate::Runtime {
                 ))
             }
         }
+        // Held no longer: a process joining a paused container waits for
+        // `resume`, which needs the lock, and execs need not queue behind
+        // each other. What exec relies on is checked again as it joins (the
+        // init by pid and start time, the cgroup by writing to it).
+        release_lock(&c);
         let spec = resolve(&rec, &opts.process, &*self.warn)?;
         let Some(process) = spec.process() else {
             return Err(BackendError::Invalid("exec: no process".into()));
@@ -152,12 +157,15 @@ fn resolve(rec: &Record, src: &ExecProcess<'_>, warn: &dyn Fn(&str)) -> Result<S
             let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 BackendError::Invalid(format!("{origin}: not a JSON process object: {e}"))
             })?;
-            if !value.is_object() {
+            let Value::Object(mut map) = value else {
                 return Err(BackendError::Invalid(format!(
                     "{origin}: not a JSON process object"
                 )));
-            }
-            (origin, value)
+            };
+            // runc reads a missing user as uid 0, gid 0.
+            map.entry("user")
+                .or_insert_with(|| json!({"uid": 0, "gid": 0}));
+            (origin, Value::Object(map))
         }
         ExecProcess::Overrides(o) => {
             let mut p = config.get("process").cloned().unwrap_or_else(|| json!({}));
@@ -189,9 +197,13 @@ fn resolve(rec: &Record, src: &ExecProcess<'_>, warn: &dyn Fn(&str)) -> Result<S
             join(&problems)
         )));
     }
+    // What create said about the container's own process is not news; the
+    // one about execCPUAffinity is for the container's init.
+    let known = serde_json::from_value::<Spec>(rec.config.clone())
+        .map(|own| berth_bundle::validate(&own, &rec.bundle).warnings)
+        .unwrap_or_default();
     for w in checked.warnings.iter().filter(|w| {
-        // The one about execCPUAffinity is for the container's init.
-        w.starts_with("process.") && !w.starts_with("process.execCPUAffinity")
+        w.starts_with("process.") && !w.starts_with("process.execCPUAffinity") && !known.contains(w)
     }) {
         warn(&format!("{origin}: {w}"));
     }
@@ -422,8 +434,6 @@ pub(crate) fn native_exec(c: &Container, rec: &Record, req: &ExecRequest<'_>) ->
         }
     }
     let Some(fg) = fg else { return Ok(0) };
-    // Others may pause, kill or delete the container while it runs.
-    release_lock(c);
     fg.wait(executed.pid, executed.console_master)
         .map_err(io_err("wait for the exec'd process"))
 }
