@@ -250,6 +250,12 @@ impl Backend for Native {
                 rec,
             },
         )?;
+        // Limits that would stop berth's own set-up (a pids limit below the
+        // two processes it forks) go in now: the init is in the cgroup and
+        // waits for `start`, so the user's program runs under them.
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cgroup.apply_resources(res, berth_cgroups::Mode::Started)?;
+        }
         Ok(Created {
             pid: created.pid,
             console_master: created.console_master,
