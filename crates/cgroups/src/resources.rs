@@ -602,10 +602,23 @@ fn cpu(plan: &mut Plan<'_>, c: &LinuxCpu) -> Result<(), CgroupError> {
     .iter()
     .find(|(on, _)| *on)
     .map(|(_, name)| *name);
-    let Some(first) = wanted else {
-        return Ok(()); // defaults only
+    let any = shares.is_some()
+        || quota.is_some()
+        || period.is_some()
+        || burst.is_some()
+        || rt_runtime.is_some()
+        || rt_period.is_some()
+        || idle.is_some();
+    let place = match (wanted, any) {
+        (Some(first), _) => plan.place(first, "cpu", Some("cpu"))?,
+        // Only defaults (quota -1 lifting a limit on update, say): written
+        // where there is a cpu controller, nothing to enforce where not.
+        (None, true) => match plan.place("cpu.quota", "cpu", Some("cpu")) {
+            Ok(p) => p,
+            Err(_) => return Ok(()),
+        },
+        (None, false) => return Ok(()),
     };
-    let place = plan.place(first, "cpu", Some("cpu"))?;
     let dir = place.dir().to_path_buf();
     let dir = dir.as_path();
     if place.is_v2() {
@@ -1504,6 +1517,22 @@ mod tests {
         assert_eq!(read(&cg, "cpu", "cpu.shares"), "1024");
         assert_eq!(read(&cg, "cpu", "cpu.cfs_quota_us"), "5000");
         assert_eq!(read(&cg, "cpu", "cpu.cfs_period_us"), "");
+    }
+
+    #[test]
+    fn unlimited_values_are_written_where_the_controller_is() {
+        let (_root, cg) = fake_v1(&[
+            ("cpu", &["cpu.cfs_quota_us"]),
+            ("memory", &["memory.limit_in_bytes"]),
+            ("pids", &["pids.max"]),
+        ]);
+        let r = res(serde_json::json!({
+            "cpu": { "quota": -1 }, "memory": { "limit": -1 }, "pids": { "limit": -1 },
+        }));
+        cg.apply_resources(&r, Mode::Update).unwrap();
+        assert_eq!(read(&cg, "cpu", "cpu.cfs_quota_us"), "-1");
+        assert_eq!(read(&cg, "memory", "memory.limit_in_bytes"), "-1");
+        assert_eq!(read(&cg, "pids", "pids.max"), "max");
     }
 
     #[test]
