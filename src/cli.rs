@@ -418,6 +418,12 @@ pub struct CheckpointArgs {
     /// Address of a page server (IP:PORT).
     #[arg(long, value_name = "ADDR")]
     pub page_server: Option<String>,
+    /// Skip in-flight TCP connections.
+    #[arg(long)]
+    pub tcp_skip_in_flight: bool,
+    /// Dump files that were unlinked but are still open.
+    #[arg(long)]
+    pub link_remap: bool,
 }
 
 #[derive(Args, Debug)]
@@ -443,6 +449,15 @@ pub struct RestoreArgs {
     /// Do not create a new session keyring.
     #[arg(long)]
     pub no_new_keyring: bool,
+    /// The LSM profile to restore the process with (TYPE:NAME).
+    #[arg(long, value_name = "TYPE:NAME")]
+    pub lsm_profile: Option<String>,
+    /// The LSM mount context to restore mounts with.
+    #[arg(long, value_name = "CONTEXT")]
+    pub lsm_mount_context: Option<String>,
+    /// Accepted for runc compatibility (berth waits for the restored process itself).
+    #[arg(long)]
+    pub no_subreaper: bool,
 }
 
 /// A signal by name (with or without SIG, any case) or number.

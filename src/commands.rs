@@ -13,13 +13,19 @@ pub fn checkpoint(cli: &Cli, rt: &Runtime, a: &CheckpointArgs) -> Result<()> {
         parent_path: a.parent_path.clone(),
         status_fd: a.status_fd,
         page_server: a.page_server.clone(),
+        tcp_skip_in_flight: a.tcp_skip_in_flight,
+        link_remap: a.link_remap,
         ..criu_options(cli, &a.criu)?
     };
     criu::checkpoint(rt, &a.id, &opts).with_context(|| format!("checkpoint container {}", a.id))
 }
 
 pub fn restore(cli: &Cli, rt: &Runtime, a: &RestoreArgs) -> Result<u8> {
-    let opts = criu_options(cli, &a.criu)?;
+    let opts = CriuOptions {
+        lsm_profile: a.lsm_profile.clone(),
+        lsm_mount_context: a.lsm_mount_context.clone(),
+        ..criu_options(cli, &a.criu)?
+    };
     let bundle = match &a.bundle {
         Some(b) => b.clone(),
         None => std::env::current_dir().context("current directory")?,

@@ -30,7 +30,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use berth_cgroups::{Cgroup, DeviceRule, Hierarchies, UNIFIED};
+use berth_cgroups::{Cgroup, Hierarchies, UNIFIED};
 use berth_state::{Container, Record, StateError, Status};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -907,7 +907,8 @@ pub fn restore(
         .and_then(|()| restore_into(&c, &mut rec, &bundle, &criu, &checked, opts, &stdio))
         .and_then(|pid| {
             if let Some(p) = &ropts.pid_file {
-                write_pid_file(p, pid)?;
+                crate::ops::write_pid_file(p, pid)
+                    .map_err(|e| CriuError::Invalid(e.to_string()))?;
             }
             Ok(pid)
         });
@@ -1109,50 +1110,9 @@ fn restore_cgroup(
         cgroup.apply_resources(res, berth_cgroups::Mode::Create)?;
     }
     if !rec.cgroup_shared {
-        cgroup.apply_devices(&device_rules(spec))?;
+        cgroup.apply_devices(&crate::native::device_rules(spec))?;
     }
     Ok(cgroup)
-}
-
-/// The device rules `create` applies (deny all, the config's rules in
-/// order, the default devices, the devices the config creates).
-// TODO(lead): the same as native.rs's private `device_rules`; once that is
-// pub(crate), call it and drop this copy.
-fn device_rules(spec: &Spec) -> Vec<DeviceRule> {
-    let linux = spec.linux().as_ref();
-    let mut rules = vec![DeviceRule {
-        allow: false,
-        kind: 'a',
-        major: None,
-        minor: None,
-        access: "rwm".into(),
-    }];
-    let configured = linux
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.devices().clone())
-        .unwrap_or_default();
-    rules.extend(configured.iter().map(|d| {
-        DeviceRule {
-            allow: d.allow(),
-            kind: d
-                .typ()
-                .map_or('a', |t| t.as_str().chars().next().unwrap_or('a')),
-            major: d.major(),
-            minor: d.minor(),
-            access: d.access().clone().unwrap_or_else(|| "rwm".into()),
-        }
-    }));
-    rules.extend(berth_cgroups::default_device_rules());
-    for d in linux.and_then(|l| l.devices().clone()).unwrap_or_default() {
-        rules.push(DeviceRule {
-            allow: true,
-            kind: d.typ().as_str().chars().next().unwrap_or('c'),
-            major: Some(d.major()),
-            minor: Some(d.minor()),
-            access: "rwm".into(),
-        });
-    }
-    rules
 }
 
 /// Open a namespace file without close-on-exec, so CRIU inherits it.
@@ -1240,21 +1200,6 @@ fn abandon(c: Container, rec: &Record, cause: CriuError) -> CriuError {
         Ok(()) => cause,
         Err(e) => CriuError::Invalid(format!("{cause} (and cleaning up after it failed: {e})")),
     }
-}
-
-/// The pid file as runc writes it: a temp file beside it, renamed over.
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let path = absolute(path)?;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!(
-        ".{}.berth-tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    fs::write(&tmp, pid.to_string())
-        .map_err(io_err(format!("write pid file {}", tmp.display())))?;
-    fs::rename(&tmp, &path).map_err(io_err(format!("write pid file {}", path.display())))
 }
 
 #[cfg(test)]

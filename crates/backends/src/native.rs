@@ -22,7 +22,7 @@ fn cgroup_of(rec: &Record) -> Cgroup {
 /// The device cgroup rules, as runc applies them: deny everything, then the
 /// config's rules in order, then the default devices and the devices the
 /// config creates, which stay usable whatever the rules say.
-fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
+pub(crate) fn device_rules(spec: &oci_spec::runtime::Spec) -> Vec<DeviceRule> {
     let linux = spec.linux().as_ref();
     let configured = linux
         .and_then(|l| l.resources().as_ref())

@@ -379,7 +379,7 @@ fn hooks_of(
 }
 
 /// Write the pid file as runc does: a temp file beside it, renamed over.
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let path = if path.is_absolute() {
         path.to_path_buf()
     } else {
