@@ -1085,6 +1085,10 @@ fn restore_into(
         CriuError::Invalid(format!("the restored init (pid {pid}) exited at once"))
     })?;
     c.save(rec)?;
+    // The pids limit, as `create` writes it once the init is in place.
+    if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        cgroup.apply_resources(res, berth_cgroups::Mode::Started)?;
+    }
     Ok(pid)
 }
 
