@@ -59,6 +59,35 @@ fn ns_link(pid: i32, name: &str) -> String {
         .into_owned()
 }
 
+/// `exec -d --pid-file F ID berth-probe sleep`: the process's pid, and
+/// what berth printed.
+#[track_caller]
+fn detached_sleeper(rt: &Runtime, id: &str) -> (i32, Out) {
+    let pidfile = rt.tempdir().join("exec.pid");
+    let pf = pidfile.to_str().unwrap();
+    let o = exec(
+        rt,
+        &["-d", "--pid-file", pf, id, "/bin/berth-probe", "sleep"],
+    )
+    .ok();
+    (read_pid(&pidfile), o)
+}
+
+fn read_pid(file: &Path) -> i32 {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.trim().parse().unwrap()
+}
+
+/// A field of /proc/PID/status, split at white space.
+fn status_field(pid: i32, name: &str) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+    line.trim_start_matches(':')
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
 const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
 
 /// The host directory of `pid`'s cgroup in the v1 `memory` hierarchy
@@ -251,24 +280,7 @@ fn same_namespaces_and_cgroups_as_the_init() {
     // Root of the container's user namespace, seeing its cgroup namespace's root.
     assert_eq!(r["uid"], 0, "{r}");
     // From the host: a detached process, next to the init.
-    let pidfile = rt.tempdir().join("pid");
-    exec(
-        &rt,
-        &[
-            "-d",
-            "--pid-file",
-            pidfile.to_str().unwrap(),
-            &id,
-            "/bin/berth-probe",
-            "sleep",
-        ],
-    )
-    .ok();
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (pid, _) = detached_sleeper(&rt, &id);
     assert!(pid_alive(pid));
     for ns in NAMESPACES {
         assert_eq!(ns_link(pid, ns), ns_link(init, ns), "{ns}");
@@ -434,48 +446,19 @@ fn detached_process_with_pid_file_dies_with_kill_all() {
     let rt = Runtime::new("exec-detach");
     let id = sleeper(&rt, |_| {});
     let init = rt.pid(&id);
-    let pidfile = rt.tempdir().join("exec.pid");
-    let o = exec(
-        &rt,
-        &[
-            "--detach",
-            "--pid-file",
-            pidfile.to_str().unwrap(),
-            &id,
-            "/bin/berth-probe",
-            "sleep",
-        ],
-    )
-    .ok();
+    let (pid, o) = detached_sleeper(&rt, &id);
     assert!(o.stdout.is_empty(), "{o}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert!(pid_alive(pid), "the exec'd process is gone");
     // In the container's pid namespace: a pid there besides the host's.
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let nspid: Vec<&str> = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(nspid.len(), 2, "{status}");
+    let nspid = status_field(pid, "NSpid");
+    assert_eq!(nspid.len(), 2, "{nspid:?}");
     assert_eq!(ns_link(pid, "pid"), ns_link(init, "pid"));
     assert!(procs(&rt, &id).contains(&pid));
     // The program runs, not berth.
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(exe.ends_with("berth-probe"), "{exe:?}");
     // berth is gone; the process is not its zombie-to-be.
-    let ppid: i32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let ppid = &status_field(pid, "PPid")[0];
     assert!(
         std::fs::read_to_string(format!("/proc/{ppid}/cmdline"))
             .map_or(true, |c| !c.contains("exec")),
@@ -571,12 +554,7 @@ fn paused_stopped_and_created_containers() {
         "{}",
         std::fs::read_to_string(&errfile).unwrap_or_default()
     );
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(procs(&rt, &id).contains(&pid));
+    assert!(procs(&rt, &id).contains(&read_pid(&pidfile)));
 
     // Created, not started: runc allows exec there.
     let mut b = rt.bundle();
@@ -788,14 +766,10 @@ fn container_cannot_overwrite_berth_through_an_exec() {
                 // The exec: hold its execve until the attacker has opened
                 // the exe, then let it through.
                 let note = notify::recv(&fd).unwrap();
-                let status = std::fs::read_to_string(format!("/proc/{}/status", note.pid)).unwrap();
-                let inner = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("NSpid:"))
-                    .and_then(|l| l.split_whitespace().last().map(String::from))
-                    .unwrap();
+                let nspid = status_field(note.pid as i32, "NSpid");
+                let inner = nspid.last().unwrap();
                 let comm = std::fs::read_to_string(format!("/proc/{}/comm", note.pid)).ok();
-                std::fs::write(shared.join("pid"), &inner).unwrap();
+                std::fs::write(shared.join("pid"), inner).unwrap();
                 let opened = eventually(10, || {
                     shared.join("opened").exists() || shared.join("rc").exists()
                 });

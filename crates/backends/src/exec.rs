@@ -6,7 +6,7 @@
 //! builds it), validates it as `create` validates config.json, and hands it
 //! to the container's backend.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
 use berth_cgroups::{Cgroup, UNIFIED};
@@ -427,28 +427,14 @@ pub(crate) fn native_exec(c: &Container, rec: &Record, req: &ExecRequest<'_>) ->
     if let Some(path) = req.pid_file {
         if let Err(e) = write_pid_file(path, executed.pid) {
             // As runc: a process nobody can find is killed.
-            if let Ok(fd) = berth_state::pidfd_open(executed.pid) {
-                kill(&fd);
-            }
+            // SAFETY: kill(2) of the process that has just started running.
+            unsafe { libc::kill(executed.pid, libc::SIGKILL) };
             return Err(e);
         }
     }
     let Some(fg) = fg else { return Ok(0) };
     fg.wait(executed.pid, executed.console_master)
         .map_err(io_err("wait for the exec'd process"))
-}
-
-fn kill(pidfd: &OwnedFd) {
-    // SAFETY: pidfd_send_signal with no siginfo; the pidfd is ours.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
 }
 
 /// Drop the container's lock while berth still holds the `Container`.

@@ -17,7 +17,6 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use berth_cgroups::Cgroup;
@@ -28,7 +27,7 @@ use crate::plan::{Join, Options, ProcessPlan};
 use crate::rootfs::{Context, Failed, Res};
 use crate::sync::{self, Msg};
 use crate::sys;
-use crate::{io_err, Console, LinuxError, NO_CONSOLE_SOCKET};
+use crate::{io_err, Console, LinuxError};
 
 pub struct ExecRequest<'a> {
     pub id: &'a str,
@@ -93,21 +92,7 @@ pub fn exec(req: ExecRequest<'_>) -> Result<Executed, LinuxError> {
     };
     let process = ProcessPlan::build(req.id, req.spec, req.rootfs, &opts)?;
     let (joins, mnt) = namespaces(req.init_pid, req.init_start)?;
-    let (console_parent, console_child) = match (&req.console, process.terminal) {
-        (_, false) => (None, None),
-        (Console::Socket(path), true) => {
-            let s = UnixStream::connect(path).map_err(io_err(format!(
-                "connect to console socket {}",
-                path.display()
-            )))?;
-            (None, Some(OwnedFd::from(s)))
-        }
-        (Console::Keep, true) => {
-            let (a, b) = UnixStream::pair().map_err(io_err("create console socket pair"))?;
-            (Some(OwnedFd::from(a)), Some(OwnedFd::from(b)))
-        }
-        (Console::None, true) => return Err(LinuxError::Plan(NO_CONSOLE_SOCKET.into())),
-    };
+    let (console_parent, console_child) = req.console.ends(process.terminal)?;
     let (stage1_parent, stage1_child) = sync::socketpair().map_err(io_err("create sync socket"))?;
     let (process_parent, process_child) =
         sync::socketpair().map_err(io_err("create sync socket"))?;
@@ -319,17 +304,7 @@ fn stage1(plan: &Plan) -> ! {
 
 fn stage1_inner(plan: &Plan) -> Res<()> {
     let sync = plan.stage1_sync.as_raw_fd();
-    sync::send(sync, &Msg::Hello).ctx(|| "sync with parent".into())?;
-    match sync::recv(sync) {
-        Ok(Some(Msg::Go)) => {}
-        Ok(_) => sys::exit_now(1), // the parent failed and reports it
-        Err(e) => {
-            return Err(Failed {
-                what: "sync with parent".into(),
-                err: Some(e),
-            })
-        }
-    }
+    crate::init::hello(sync)?;
     // In the container's cgroup now.
     match &plan.process.extras.affinity_final {
         Some(set) => sys::sched_setaffinity(0, &set.0)

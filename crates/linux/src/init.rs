@@ -61,17 +61,7 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     if plan.new_userns {
         sys::unshare(libc::CLONE_NEWUSER).ctx(|| "create user namespace".into())?;
     }
-    sync::send(sync, &Msg::Hello).ctx(|| "sync with parent".into())?;
-    match sync::recv(sync) {
-        Ok(Some(Msg::Go)) => {}
-        Ok(_) => sys::exit_now(1), // the parent failed and reports it
-        Err(e) => {
-            return Err(Failed {
-                what: "sync with parent".into(),
-                err: Some(e),
-            })
-        }
-    }
+    hello(sync)?;
     if plan.in_userns() {
         sys::setresgid(0).ctx(|| "become root in the user namespace (setresgid 0)".into())?;
         sys::setresuid(0).ctx(|| "become root in the user namespace (setresuid 0)".into())?;
@@ -86,6 +76,21 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
         init(plan, fds)
     }
     sync::send(sync, &Msg::Pid(pid)).ctx(|| "sync with parent".into())
+}
+
+/// Stage 1 (of create or exec) says hello and waits for the parent to
+/// place it (id maps, cgroup) and say go; exits quietly if the parent
+/// failed instead, which reports why.
+pub(crate) fn hello(sync: RawFd) -> Res<()> {
+    sync::send(sync, &Msg::Hello).ctx(|| "sync with parent".into())?;
+    match sync::recv(sync) {
+        Ok(Some(Msg::Go)) => Ok(()),
+        Ok(_) => sys::exit_now(1),
+        Err(e) => Err(Failed {
+            what: "sync with parent".into(),
+            err: Some(e),
+        }),
+    }
 }
 
 /// While waiting for `start`, pid 1 of a pid namespace ignores signals it

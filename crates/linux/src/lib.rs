@@ -99,6 +99,28 @@ pub enum Console<'a> {
     Keep,
 }
 
+impl Console<'_> {
+    /// The sockets the pty master travels through, made before the fork:
+    /// berth's end (to receive it, for `Keep`) and the child's end.
+    fn ends(&self, terminal: bool) -> Result<(Option<OwnedFd>, Option<OwnedFd>), LinuxError> {
+        match (self, terminal) {
+            (_, false) => Ok((None, None)),
+            (Console::Socket(path), true) => {
+                let s = UnixStream::connect(path).map_err(io_err(format!(
+                    "connect to console socket {}",
+                    path.display()
+                )))?;
+                Ok((None, Some(OwnedFd::from(s))))
+            }
+            (Console::Keep, true) => {
+                let (a, b) = UnixStream::pair().map_err(io_err("create console socket pair"))?;
+                Ok((Some(OwnedFd::from(a)), Some(OwnedFd::from(b))))
+            }
+            (Console::None, true) => Err(LinuxError::Plan(NO_CONSOLE_SOCKET.into())),
+        }
+    }
+}
+
 pub struct CreateRequest<'a> {
     pub id: &'a str,
     pub spec: &'a Spec,
@@ -146,21 +168,7 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
     let fifo_path = make_fifo(req.state_dir)?;
     let fifo = sys::openat(libc::AT_FDCWD, &path_c(&fifo_path)?, libc::O_PATH, 0)
         .map_err(io_err(format!("open exec fifo {}", fifo_path.display())))?;
-    let (console_parent, console_child) = match (&req.console, plan.process.terminal) {
-        (_, false) => (None, None),
-        (Console::Socket(path), true) => {
-            let s = UnixStream::connect(path).map_err(io_err(format!(
-                "connect to console socket {}",
-                path.display()
-            )))?;
-            (None, Some(OwnedFd::from(s)))
-        }
-        (Console::Keep, true) => {
-            let (a, b) = UnixStream::pair().map_err(io_err("create console socket pair"))?;
-            (Some(OwnedFd::from(a)), Some(OwnedFd::from(b)))
-        }
-        (Console::None, true) => return Err(LinuxError::Plan(NO_CONSOLE_SOCKET.into())),
-    };
+    let (console_parent, console_child) = req.console.ends(plan.process.terminal)?;
     let (parent_sync, child_sync) = sync::socketpair().map_err(io_err("create sync socket"))?;
     let mut close = req.close_in_child.clone();
     close.push(parent_sync.as_raw_fd());
