@@ -152,6 +152,28 @@ fn argv_with_and_without_double_dash_and_exit_status() {
 }
 
 #[test]
+fn foreground_exec_forwards_signals() {
+    let rt = Runtime::new("exec-signal");
+    let id = sleeper(&rt, |_| {});
+    let mut child = rt.command(&["exec", &id, "/bin/berth-probe", "sleep"]);
+    child.stdout(std::process::Stdio::null());
+    let mut child = child.spawn().unwrap();
+    assert!(
+        eventually(10, || procs(&rt, &id).len() == 2),
+        "the exec'd process never showed up"
+    );
+    // SAFETY: kill(2) of the berth we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(
+        eventually(10, || child.try_wait().unwrap().is_some()),
+        "berth exec did not end with its process"
+    );
+    // The probe exits 128+N on SIGTERM; berth passes that on.
+    assert_eq!(child.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    only_the_init(&rt, &id);
+}
+
+#[test]
 fn overrides_reach_the_process() {
     let rt = Runtime::new("exec-override");
     let id = sleeper(&rt, |_| {});
@@ -316,6 +338,24 @@ fn same_namespaces_and_cgroups_as_the_init() {
         .parse()
         .unwrap();
     assert!(secs > 86400.0, "{uptime}");
+}
+
+#[test]
+fn namespaces_shared_with_the_host_stay_shared() {
+    let rt = Runtime::new("exec-hostns");
+    let id = sleeper(&rt, |b| {
+        b.without_namespace("pid");
+        b.without_namespace("network");
+    });
+    let r = probe(&rt, &id, &[], &[]);
+    assert_eq!(r["namespaces"]["pid"], json!(host_ns("pid")), "{r}");
+    assert_eq!(r["namespaces"]["net"], json!(host_ns("net")), "{r}");
+    assert_eq!(
+        r["namespaces"]["mnt"],
+        json!(ns_link(rt.pid(&id), "mnt")),
+        "{r}"
+    );
+    assert!(r["pid"].as_i64().unwrap() > 1, "{r}");
 }
 
 fn deny_mkdir() -> Value {

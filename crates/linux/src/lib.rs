@@ -6,6 +6,11 @@
 //! `exec.fifo` in the container's state directory with everything set up;
 //! `start` opens the fifo's read end, which lets it exec. The parent is
 //! single-threaded when it forks, and builds the whole [`plan::Plan`] first.
+//!
+//! [`exec()`] forks twice as well, joining the init's namespaces and cgroup
+//! instead of creating them. The process part of the plan
+//! ([`plan::ProcessPlan`]) and the steps that apply it are the same for the
+//! init and an exec'd process (see `apply`).
 
 pub mod plan;
 
