@@ -304,6 +304,17 @@ fn stage1(plan: &Plan) -> ! {
 
 fn stage1_inner(plan: &Plan) -> Res<()> {
     let sync = plan.stage1_sync.as_raw_fd();
+    // Until the program runs (exec makes it dumpable again), processes of
+    // the container may not ptrace this one or open its /proc files: its
+    // exe is berth, its descriptors berth's.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "make the exec set-up undumpable".into())?;
+    // Inherited by the process; written while berth's own /proc/self is
+    // still writable by it (a user namespace joined below makes an
+    // undumpable process's /proc files the host root's).
+    if let Some(v) = &plan.process.oom_score_adj {
+        sys::write_file(c"/proc/self/oom_score_adj", v)
+            .ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
+    }
     crate::init::hello(sync)?;
     // In the container's cgroup now.
     match &plan.process.extras.affinity_final {
@@ -365,10 +376,6 @@ enum Never {}
 fn process_inner(plan: &Plan) -> Res<Never> {
     let p = &plan.process;
     let lsm = apply::open_lsm(p)?;
-    if let Some(v) = &p.oom_score_adj {
-        sys::write_file(c"/proc/self/oom_score_adj", v)
-            .ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
-    }
     if let Some(m) = &plan.mnt {
         sys::setns(m.fd.as_raw_fd(), m.flag).ctx(|| format!("join namespace {}", m.path))?;
     }
