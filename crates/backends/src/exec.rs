@@ -504,11 +504,7 @@ mod tests {
             let list = p["capabilities"][set].as_array().unwrap();
             assert!(list.contains(&json!("CAP_CHOWN")), "{set}: {p}");
             // Added once, never twice (the config's sets already hold it).
-            assert_eq!(
-                list.iter().filter(|c| *c == "CAP_KILL").count(),
-                1,
-                "{set}"
-            );
+            assert_eq!(list.iter().filter(|c| *c == "CAP_KILL").count(), 1, "{set}");
         }
         assert!(p["capabilities"].get("inheritable").is_none());
         // No --tty: no terminal, whatever the container's process has.
