@@ -49,6 +49,11 @@ else
 	log "packages already installed: ${PKGS[*]}"
 fi
 
+# ---- cgroups: heal a layout a killed tests/cgroup_v2.rs run left -----------
+# (It moves free controllers to cgroup2 for its run; restore waits for a run
+# in progress, as it takes the same lock, and does nothing on a tidy host.)
+bash "$(dirname "$0")/cgroup-layout.sh" restore
+
 # ---- cgroups: bind hugetlb to a v1 hierarchy on hybrid hosts ----------------
 # On a hybrid host (v1 controllers under /sys/fs/cgroup/*, cgroup2 at
 # /sys/fs/cgroup/unified) any controller left on the v2 hierarchy makes crun
