@@ -425,7 +425,7 @@ pub(crate) fn native_exec(c: &Container, rec: &Record, req: &ExecRequest<'_>) ->
         state,
     })?;
     if let Some(path) = req.pid_file {
-        if let Err(e) = write_pid_file(path, executed.pid) {
+        if let Err(e) = crate::ops::write_pid_file(path, executed.pid) {
             // As runc: a process nobody can find is killed.
             // SAFETY: kill(2) of the process that has just started running.
             unsafe { libc::kill(executed.pid, libc::SIGKILL) };
@@ -441,28 +441,6 @@ pub(crate) fn native_exec(c: &Container, rec: &Record, req: &ExecRequest<'_>) ->
 fn release_lock(c: &Container) {
     // SAFETY: flock(2) on the lock's own descriptor, which stays open.
     unsafe { libc::flock(c.lock_fd().as_raw_fd(), libc::LOCK_UN) };
-}
-
-/// Write the pid file as runc does: a temp file beside it, renamed over.
-// TODO(lead): ops::write_pid_file made pub(crate) replaces this copy.
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let path = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(io_err("current directory"))?
-            .join(path)
-    };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!(
-        ".{}.berth-tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    std::fs::write(&tmp, pid.to_string())
-        .map_err(io_err(format!("write pid file {}", tmp.display())))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(format!("write pid file {}", path.display())))
 }
 
 #[cfg(test)]
