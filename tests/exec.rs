@@ -287,6 +287,10 @@ fn same_namespaces_and_cgroups_as_the_init() {
             "/linux/gidMappings",
             json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
         );
+        b.set(
+            "/linux/timeOffsets",
+            json!({"boottime": {"secs": 86400, "nanosecs": 0}}),
+        );
     });
     let init = rt.pid(&id);
     // From inside: the report's namespace links are the init's.
@@ -320,13 +324,6 @@ fn same_namespaces_and_cgroups_as_the_init() {
     );
     // The time namespace's clock offsets (set at create) apply to the exec:
     // /proc/uptime counts from boot time.
-    let id = sleeper(&rt, |b| {
-        b.namespace("time", None);
-        b.set(
-            "/linux/timeOffsets",
-            json!({"boottime": {"secs": 86400, "nanosecs": 0}}),
-        );
-    });
     let o = exec(&rt, &[&id, "cat", "/proc/self/timens_offsets"]).ok();
     assert!(o.stdout.contains("86400"), "{o}");
     let uptime = exec(&rt, &[&id, "cat", "/proc/uptime"]).ok();

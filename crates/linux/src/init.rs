@@ -68,8 +68,18 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
     }
     sys::unshare(plan.unshare_flags).ctx(|| "create namespaces".into())?;
     if let Some(offsets) = &plan.time_offsets {
+        // Becoming root of a user namespace above made this process
+        // undumpable, which gives its /proc files to the host's root: the
+        // write would be refused. Dumpable only for the write.
+        let undumpable = plan.in_userns();
+        if undumpable {
+            sys::prctl(libc::PR_SET_DUMPABLE, 1, 0).ctx(|| "make stage 1 dumpable".into())?;
+        }
         sys::write_file(c"/proc/self/timens_offsets", offsets)
             .ctx(|| "linux.timeOffsets: write /proc/self/timens_offsets".into())?;
+        if undumpable {
+            sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "make stage 1 undumpable".into())?;
+        }
     }
     let pid = sys::fork().ctx(|| "fork container init".into())?;
     if pid == 0 {
