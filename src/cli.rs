@@ -277,6 +277,9 @@ pub struct ExecArgs {
     /// Allow exec into a paused container.
     #[arg(long)]
     pub ignore_paused: bool,
+    /// Accepted for runc compatibility (berth reaps the process itself).
+    #[arg(long, hide = true)]
+    pub no_subreaper: bool,
     /// Run in this sub-cgroup of the container's ([CONTROLLER[,C2]:]PATH), repeatable.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Vec<String>,

@@ -616,12 +616,9 @@ impl Cgroup {
             .get(UNIFIED)
             .or_else(|| self.paths.values().next());
         let Some(dir) = dir else { return Ok(vec![]) };
-        let file = dir.join("cgroup.procs");
-        match fs::read_to_string(&file) {
-            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
-            Err(source) => Err(CgroupError::Read { path: file, source }),
-        }
+        let mut pids = Vec::new();
+        procs_below(dir, &mut pids)?;
+        Ok(pids)
     }
 
     /// Send `signal` to every process in the cgroup.
@@ -657,6 +654,25 @@ impl Cgroup {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// Pids in `dir`'s cgroup.procs and in every cgroup below it (`exec
+/// --cgroup` puts processes in sub-cgroups). A missing directory is empty.
+fn procs_below(dir: &Path, out: &mut Vec<i32>) -> Result<(), CgroupError> {
+    let file = dir.join("cgroup.procs");
+    match fs::read_to_string(&file) {
+        Ok(s) => out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(CgroupError::Read { path: file, source }),
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                procs_below(&e.path(), out)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A v1 cpuset cgroup takes no tasks until it has cpus and mems: fill
