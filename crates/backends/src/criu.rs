@@ -881,26 +881,7 @@ pub fn restore(
         )
     };
     let c = rt.root.create(id)?;
-    let mut rec = Record {
-        id: id.to_string(),
-        pid: 0,
-        pid_start: 0,
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        created: berth_state::now_rfc3339(),
-        owner: String::new(),
-        annotations: bundle
-            .spec
-            .annotations()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        backend: backend_name,
-        cgroup_paths: Default::default(),
-        cgroup_shared: false,
-        config: serde_json::to_value(&bundle.spec).unwrap_or_default(),
-    };
+    let mut rec = crate::ops::new_record(id, &bundle, backend_name);
     let restored = c
         .save_quick(&rec)
         .map_err(CriuError::from)

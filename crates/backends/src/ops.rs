@@ -72,26 +72,7 @@ impl Runtime {
             _ => {}
         }
         let container = self.root.create(id)?;
-        let mut rec = Record {
-            id: id.to_string(),
-            pid: 0,
-            pid_start: 0,
-            bundle: bundle.dir.clone(),
-            rootfs: bundle.rootfs.clone(),
-            created: berth_state::now_rfc3339(),
-            owner: String::new(),
-            annotations: bundle
-                .spec
-                .annotations()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            backend: backend_name,
-            cgroup_paths: Default::default(),
-            cgroup_shared: false,
-            config: serde_json::to_value(&bundle.spec).unwrap_or_default(),
-        };
+        let mut rec = new_record(id, &bundle, backend_name);
         let req = CreateRequest {
             container: &container,
             bundle: &bundle,
@@ -325,6 +306,30 @@ impl Runtime {
             Err(e) => (self.warn)(&format!("delete {id} after it exited: {e}")),
         }
         status
+    }
+}
+
+/// The first record of a container made from `bundle` (no process yet).
+pub(crate) fn new_record(id: &str, bundle: &berth_bundle::Bundle, backend: String) -> Record {
+    Record {
+        id: id.to_string(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: berth_state::now_rfc3339(),
+        owner: String::new(),
+        annotations: bundle
+            .spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        backend,
+        cgroup_paths: Default::default(),
+        cgroup_shared: false,
+        config: serde_json::to_value(&bundle.spec).unwrap_or_default(),
     }
 }
 
