@@ -650,17 +650,7 @@ fn cpu(plan: &mut Plan<'_>, c: &LinuxCpu) -> Result<(), CgroupError> {
             ));
         }
         if let Some(b) = burst {
-            if b != 0 {
-                plan.need(
-                    "cpu.burst",
-                    dir,
-                    "cpu.max.burst",
-                    "the kernel has no CFS burst (Linux 5.14 or later)",
-                )?;
-            }
-            if dir.join("cpu.max.burst").exists() {
-                group.push(("cpu.burst", dir, "cpu.max.burst".into(), b.to_string()));
-            }
+            cpu_burst(plan, dir, "cpu.max.burst", b, &mut group)?;
         }
         plan.group(group);
         if rt_runtime.is_some() || rt_period.is_some() {
@@ -690,17 +680,7 @@ fn cpu(plan: &mut Plan<'_>, c: &LinuxCpu) -> Result<(), CgroupError> {
         group.push(("cpu.quota", dir, "cpu.cfs_quota_us".into(), q.to_string()));
     }
     if let Some(b) = burst {
-        if b != 0 {
-            plan.need(
-                "cpu.burst",
-                dir,
-                "cpu.cfs_burst_us",
-                "the kernel has no CFS burst (Linux 5.14 or later)",
-            )?;
-        }
-        if dir.join("cpu.cfs_burst_us").exists() {
-            group.push(("cpu.burst", dir, "cpu.cfs_burst_us".into(), b.to_string()));
-        }
+        cpu_burst(plan, dir, "cpu.cfs_burst_us", b, &mut group)?;
     }
     plan.group(group);
     let mut group = Vec::new();
@@ -726,6 +706,29 @@ fn cpu(plan: &mut Plan<'_>, c: &LinuxCpu) -> Result<(), CgroupError> {
     plan.group(group);
     if let Some(i) = idle {
         cpu_idle(plan, dir, i)?;
+    }
+    Ok(())
+}
+
+/// `cpu.burst` into `file` (v1 cpu.cfs_burst_us, v2 cpu.max.burst), in the
+/// period/quota group; a kernel without burst is an error unless it is 0.
+fn cpu_burst<'a>(
+    plan: &mut Plan<'_>,
+    dir: &'a Path,
+    file: &str,
+    burst: u64,
+    group: &mut Vec<(&'static str, &'a Path, String, String)>,
+) -> Result<(), CgroupError> {
+    if burst != 0 {
+        plan.need(
+            "cpu.burst",
+            dir,
+            file,
+            "the kernel has no CFS burst (Linux 5.14 or later)",
+        )?;
+    }
+    if dir.join(file).exists() {
+        group.push(("cpu.burst", dir, file.into(), burst.to_string()));
     }
     Ok(())
 }
@@ -1080,7 +1083,9 @@ fn unified(
     names.sort();
     for k in names {
         let name = format!("unified[{k:?}]");
-        if let Some(why) = key_problem(k) {
+        // The validator's rule again: a caller that skipped validation still
+        // can't write outside the container's own limits.
+        if let Some(why) = berth_bundle::unified_key_problem(k) {
             return Err(unsupported(&name, why));
         }
         let Some(dir) = plan.cg.paths.get(UNIFIED).cloned() else {
@@ -1115,30 +1120,6 @@ fn unified(
         plan.write(&name, &dir, k, keys[k].clone());
     }
     Ok(())
-}
-
-/// The same rule the bundle validator applies to `unified` keys, kept here
-/// too so a caller that skipped validation still can't write outside the
-/// container's own limits.
-fn key_problem(k: &str) -> Option<String> {
-    const RESERVED: &[&str] = &[
-        "cgroup.procs",
-        "cgroup.threads",
-        "cgroup.subtree_control",
-        "cgroup.type",
-        "cgroup.kill",
-        "cgroup.freeze",
-    ];
-    if k.is_empty() || k.starts_with('.') || k.contains('/') || k.contains('\0') || !k.contains('.')
-    {
-        return Some(format!("{k:?} is not a cgroup interface file name"));
-    }
-    if RESERVED.contains(&k) {
-        return Some(format!(
-            "{k} is not a resource limit berth lets a config write"
-        ));
-    }
-    None
 }
 
 /// Whether `dir` is on a cgroup2 file system.
