@@ -1,0 +1,188 @@
+//! berth's layer store and the drivers that turn a stack of layers into a
+//! container's root filesystem: overlay (a mount of the layer directories),
+//! zfs (a clone of the top layer's snapshot), btrfs (a snapshot of the top
+//! layer's subvolume) and vfs (a plain copy).
+//!
+//! Layout of the store (`--store`, default /var/lib/berth):
+//! ```text
+//! images.json                 name:tag → manifest digest, config digest, layers
+//! blobs/sha256/HEX            manifests and configs, as imported
+//! layers/DRIVER/CHAINID/      one layer (overlay: its own files; vfs: the whole tree)
+//! containers/DRIVER/KEY/      a container's writable layer (overlay upper/work)
+//! .lock                       flock held while the store changes
+//! ```
+//! zfs keeps its layers as datasets under the `zfs.dataset` option, btrfs as
+//! subvolumes under layers/btrfs (the store must be on btrfs).
+
+mod btrfs;
+mod driver;
+mod overlay;
+mod store;
+mod vfs;
+mod zfs;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use berth_image::{Digest, ImageError};
+pub use store::{ImageRecord, Store};
+
+/// config.json annotation naming the image a bundle's rootfs comes from.
+pub const IMAGE_ANNOTATION: &str = "run.berth.image";
+/// config.json annotation with that image's manifest digest (so a tag that
+/// moves later does not change what the bundle runs).
+pub const MANIFEST_ANNOTATION: &str = "run.berth.image.manifest";
+/// The store's default location.
+pub const DEFAULT_STORE: &str = "/var/lib/berth";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// A command (zfs, zpool, btrfs) that failed: its argv and stderr.
+    #[error("{cmd}: {msg}")]
+    Command { cmd: String, msg: String },
+    #[error("image {0:?} not found in the store")]
+    NoImage(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the {driver} driver cannot {op}")]
+    Unsupported {
+        driver: &'static str,
+        op: &'static str,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
+    let what = what.into();
+    move |source| StorageError::Io { what, source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    Overlay,
+    Zfs,
+    Btrfs,
+    Vfs,
+}
+
+impl DriverKind {
+    pub const ALL: [DriverKind; 4] = [
+        DriverKind::Overlay,
+        DriverKind::Zfs,
+        DriverKind::Btrfs,
+        DriverKind::Vfs,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::Overlay => "overlay",
+            DriverKind::Zfs => "zfs",
+            DriverKind::Btrfs => "btrfs",
+            DriverKind::Vfs => "vfs",
+        }
+    }
+}
+
+impl std::str::FromStr for DriverKind {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<DriverKind> {
+        DriverKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                StorageError::Invalid(format!(
+                    "unknown storage driver {s:?}; known: overlay, zfs, btrfs, vfs"
+                ))
+            })
+    }
+}
+
+/// Which store and driver (from `--store`, `--storage-driver`,
+/// `--storage-opt`, or /etc/berth/config.toml).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreConfig {
+    pub root: PathBuf,
+    pub driver: DriverKind,
+    /// `--storage-opt KEY=VALUE` (e.g. `zfs.dataset` → `pool/berth`).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// What a container's root filesystem is made of, saved in its state
+/// record *before* anything is mounted or cloned, so `delete --force`
+/// can undo a half-made one after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootfsRecord {
+    pub store: StoreConfig,
+    /// The container's name in the store (see [`container_key`]).
+    pub key: String,
+    /// Where the root filesystem is mounted: the bundle's root.path.
+    pub target: PathBuf,
+    /// The image reference as the bundle named it.
+    pub image: String,
+    pub manifest: Digest,
+    /// Chain IDs, bottom layer first.
+    pub layers: Vec<Digest>,
+}
+
+/// A container's name in the store: unique per state root and id, and
+/// safe as a file name and a ZFS dataset name (hex).
+pub fn container_key(state_root: &Path, id: &str) -> String {
+    let mut bytes = state_root.as_os_str().as_encoded_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend_from_slice(id.as_bytes());
+    Digest::sha256_of(&bytes).hex()[..32].to_string()
+}
+
+/// Mount (or clone) the root filesystem `rec` describes at `rec.target`.
+pub fn mount_rootfs(rec: &RootfsRecord) -> Result<()> {
+    driver::open(&rec.store)?.mount(&rec.key, &rec.layers, &rec.target)
+}
+
+/// Undo [`mount_rootfs`], whatever part of it happened: unmount, destroy
+/// the writable layer, drop the container's reference. Idempotent.
+pub fn teardown(rec: &RootfsRecord) -> Result<()> {
+    let _ = rec;
+    todo!()
+}
+
+/// One snapshot of a container's writable layer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    pub name: String,
+    /// RFC 3339 UTC.
+    pub created: String,
+}
+
+/// Snapshot the writable layer as `name`; then, with `keep_last`, delete
+/// the oldest snapshots beyond that many. The caller has checked that the
+/// container is stopped or paused.
+pub fn snapshot_create(rec: &RootfsRecord, name: &str, keep_last: Option<usize>) -> Result<()> {
+    let _ = (rec, name, keep_last);
+    todo!()
+}
+
+/// Oldest first.
+pub fn snapshot_list(rec: &RootfsRecord) -> Result<Vec<Snapshot>> {
+    let _ = rec;
+    todo!()
+}
+
+/// Roll the writable layer back to `name` (the container is stopped).
+pub fn snapshot_restore(rec: &RootfsRecord, name: &str) -> Result<()> {
+    let _ = (rec, name);
+    todo!()
+}
+
+pub fn snapshot_delete(rec: &RootfsRecord, name: &str) -> Result<()> {
+    let _ = (rec, name);
+    todo!()
+}
