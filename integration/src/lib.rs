@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 pub use serde_json;
 
+pub mod oci;
+
 /// Skip the rest of a test when the runtime under test is runc: the test checks
 /// something berth adds beyond runc.
 #[macro_export]
