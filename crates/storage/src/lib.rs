@@ -143,15 +143,31 @@ pub fn container_key(state_root: &Path, id: &str) -> String {
 }
 
 /// Mount (or clone) the root filesystem `rec` describes at `rec.target`.
+///
+/// First, under the store's lock, the layers are checked to still be there
+/// and the container's reference (`containers/refs/KEY.json`) is written, so
+/// no `image rm` can take a layer away from under it and [`teardown`] can
+/// find what to undo. A mount that fails is undone before the error returns
+/// (if that undoing fails too, the reference stays for [`teardown`]).
 pub fn mount_rootfs(rec: &RootfsRecord) -> Result<()> {
-    driver::open(&rec.store)?.mount(&rec.key, &rec.layers, &rec.target)
+    store::check_key(&rec.key)?;
+    let drv = driver::open(&rec.store)?;
+    store::add_ref(&rec.store.root, drv.as_ref(), rec)?;
+    if let Err(e) = drv.mount(&rec.key, &rec.layers, &rec.target) {
+        if drv.unmount(&rec.key, &rec.target).is_ok() {
+            store::remove_ref(&rec.store.root, &rec.key)?;
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Undo [`mount_rootfs`], whatever part of it happened: unmount, destroy
 /// the writable layer, drop the container's reference. Idempotent.
 pub fn teardown(rec: &RootfsRecord) -> Result<()> {
-    let _ = rec;
-    todo!()
+    store::check_key(&rec.key)?;
+    driver::open(&rec.store)?.unmount(&rec.key, &rec.target)?;
+    store::remove_ref(&rec.store.root, &rec.key)
 }
 
 /// One snapshot of a container's writable layer.
@@ -166,23 +182,70 @@ pub struct Snapshot {
 /// the oldest snapshots beyond that many. The caller has checked that the
 /// container is stopped or paused.
 pub fn snapshot_create(rec: &RootfsRecord, name: &str, keep_last: Option<usize>) -> Result<()> {
-    let _ = (rec, name, keep_last);
-    todo!()
+    if keep_last == Some(0) {
+        return Err(StorageError::Invalid(format!(
+            "snapshot {name:?}: keep-last must be at least 1 (0 would delete the snapshot just taken)"
+        )));
+    }
+    let drv = driver::open(&rec.store)?;
+    drv.snapshot_create(&rec.key, name)?;
+    if let Some(keep) = keep_last {
+        let all = drv.snapshot_list(&rec.key)?;
+        for old in beyond_keep(&all, keep) {
+            drv.snapshot_delete(&rec.key, &old.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// The snapshots (listed oldest first) that keeping the newest `keep`
+/// leaves over.
+fn beyond_keep(oldest_first: &[Snapshot], keep: usize) -> &[Snapshot] {
+    &oldest_first[..oldest_first.len().saturating_sub(keep)]
 }
 
 /// Oldest first.
 pub fn snapshot_list(rec: &RootfsRecord) -> Result<Vec<Snapshot>> {
-    let _ = rec;
-    todo!()
+    driver::open(&rec.store)?.snapshot_list(&rec.key)
 }
 
 /// Roll the writable layer back to `name` (the container is stopped).
 pub fn snapshot_restore(rec: &RootfsRecord, name: &str) -> Result<()> {
-    let _ = (rec, name);
-    todo!()
+    driver::open(&rec.store)?.snapshot_restore(&rec.key, name, &rec.target)
 }
 
 pub fn snapshot_delete(rec: &RootfsRecord, name: &str) -> Result<()> {
-    let _ = (rec, name);
-    todo!()
+    driver::open(&rec.store)?.snapshot_delete(&rec.key, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(name: &str) -> Snapshot {
+        Snapshot {
+            name: name.into(),
+            created: String::new(),
+        }
+    }
+
+    #[test]
+    fn keep_last_deletes_the_oldest() {
+        let all = [snap("a"), snap("b"), snap("c"), snap("d")];
+        let names = |s: &[Snapshot]| s.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(beyond_keep(&all, 1)), ["a", "b", "c"]);
+        assert_eq!(names(beyond_keep(&all, 3)), ["a"]);
+        assert!(beyond_keep(&all, 4).is_empty());
+        assert!(beyond_keep(&all, 10).is_empty());
+        assert!(beyond_keep(&[], 2).is_empty());
+    }
+
+    #[test]
+    fn driver_names_round_trip() {
+        for k in DriverKind::ALL {
+            assert_eq!(k.as_str().parse::<DriverKind>().unwrap(), k);
+        }
+        let e = "ext4".parse::<DriverKind>().unwrap_err().to_string();
+        assert!(e.contains("\"ext4\"") && e.contains("overlay"), "{e}");
+    }
 }

@@ -1,11 +1,33 @@
-//! The overlay driver.
+//! The overlay driver: a layer is a directory of its own files (with
+//! overlay's whiteouts: 0/0 character devices and the opaque xattr); a
+//! container is an overlay mount of its image's layers under a writable
+//! upper directory of its own.
+//!
+//! Mounting uses the new mount API (fsopen, one `lowerdir+` per layer,
+//! fsmount, move_mount): no page-sized option string, so hundreds of layers
+//! mount. mount(2) with `lowerdir=a:b:c` is the fallback where fsopen does
+//! not exist.
 
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_image::{Digest, Whiteouts};
+use nix::errno::Errno;
+use nix::mount::MsFlags;
 
-use crate::driver::Driver;
-use crate::{DriverKind, Result};
+use crate::driver::{container_path, layer_path, Driver};
+use crate::store::{mkdir_private, temp_suffix};
+use crate::vfs::{
+    commit_dir, get_xattr, is_dir, lstat, make_root_dir, make_target, read_through, remove_tree,
+    unmount_all, Found,
+};
+use crate::{io_err, DriverKind, Result, StorageError};
+
+const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 
 pub(crate) struct Overlay {
     root: PathBuf,
@@ -17,37 +39,348 @@ impl Overlay {
             root: root.to_path_buf(),
         }
     }
+
+    /// `layers/overlay/HEX`: holds `diff`, the layer's files.
+    fn layer(&self, chain: &Digest) -> PathBuf {
+        layer_path(&self.root, DriverKind::Overlay, chain)
+    }
+
+    fn diff(&self, chain: &Digest) -> PathBuf {
+        self.layer(chain).join("diff")
+    }
+
+    /// What `rel` is in the merged view of `layers` (bottom first).
+    fn lookup(&self, layers: &[Digest], rel: &Path) -> Result<Found> {
+        let comps: Vec<_> = rel.components().collect();
+        let Some((_, parents)) = comps.split_last() else {
+            return Ok(Found::Dir);
+        };
+        for chain in layers.iter().rev() {
+            let diff = self.diff(chain);
+            let mut dir = diff.clone();
+            // Below an opaque directory of this layer, lower layers show nothing.
+            let mut opaque = false;
+            let mut parents_here = true;
+            for c in parents {
+                dir.push(c);
+                match lstat(&dir)? {
+                    None => {
+                        parents_here = false;
+                        break;
+                    }
+                    Some(md) if md.is_dir() => {
+                        if get_xattr(&dir, &OPAQUE_XATTR.to_owned())?.as_deref() == Some(b"y") {
+                            opaque = true;
+                        }
+                    }
+                    // A whiteout or any non-directory hides the lower layers' directory.
+                    Some(_) => return Ok(Found::Missing),
+                }
+            }
+            if parents_here {
+                let full = diff.join(rel);
+                if let Some(md) = lstat(&full)? {
+                    if is_whiteout(&md) {
+                        return Ok(Found::Missing);
+                    }
+                    return Found::from_metadata(&md, full);
+                }
+            }
+            if opaque {
+                return Ok(Found::Missing);
+            }
+        }
+        Ok(Found::Missing)
+    }
+}
+
+fn is_whiteout(md: &fs::Metadata) -> bool {
+    md.file_type().is_char_device() && md.rdev() == 0
 }
 
 impl Driver for Overlay {
     fn kind(&self) -> DriverKind {
         DriverKind::Overlay
     }
+
     fn whiteouts(&self) -> Whiteouts {
-        todo!("{}", self.root.display())
+        Whiteouts::Overlay
     }
+
     fn has_layer(&self, chain: &Digest) -> bool {
-        todo!("{chain}")
+        is_dir(&self.diff(chain))
     }
+
     fn create_layer(
         &self,
         chain: &Digest,
-        parent: Option<&Digest>,
+        _parent: Option<&Digest>,
         fill: &mut dyn FnMut(&Path) -> Result<()>,
     ) -> Result<()> {
-        let _ = fill;
-        todo!("{chain} {parent:?}")
+        let dest = self.layer(chain);
+        let dir = dest.parent().expect("layer path has a parent");
+        mkdir_private(dir)?;
+        let tmp = dir.join(format!("{}.{}", chain.hex(), temp_suffix()));
+        let made = (|| {
+            fs::create_dir(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+            let diff = tmp.join("diff");
+            make_root_dir(&diff)?;
+            fill(&diff)
+        })();
+        if let Err(e) = made {
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
+        commit_dir(&tmp, &dest)
     }
+
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
-        todo!("{chain}")
+        remove_tree(&self.layer(chain))
     }
+
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
-        todo!("{layers:?} {}", path.display())
+        read_through(path, |rel| self.lookup(layers, rel))
     }
+
     fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
-        todo!("{key} {layers:?} {}", target.display())
+        let cdir = container_path(&self.root, DriverKind::Overlay, key);
+        let upper = cdir.join("upper");
+        let work = cdir.join("work");
+        mkdir_private(&cdir)?;
+        for d in [&upper, &work] {
+            if !is_dir(d) {
+                fs::create_dir(d).map_err(io_err(format!("creating {}", d.display())))?;
+            }
+        }
+        // The merged root directory shows the upper directory's owner and
+        // mode: give it the image's.
+        let mut lowers: Vec<PathBuf> = layers.iter().rev().map(|l| self.diff(l)).collect();
+        if lowers.is_empty() {
+            let empty = cdir.join("empty");
+            if !is_dir(&empty) {
+                make_root_dir(&empty)?;
+            }
+            lowers.push(empty);
+        }
+        copy_owner_mode(&lowers[0], &upper)?;
+        make_target(target)?;
+        match mount_new_api(&lowers, &upper, &work, target) {
+            Err(MountError::NoApi) => mount_legacy(&lowers, &upper, &work, target),
+            Err(MountError::Failed(e)) => Err(e),
+            Ok(()) => Ok(()),
+        }
     }
+
     fn unmount(&self, key: &str, target: &Path) -> Result<()> {
-        todo!("{key} {}", target.display())
+        unmount_all(target)?;
+        remove_tree(&container_path(&self.root, DriverKind::Overlay, key))
     }
+}
+
+fn copy_owner_mode(from: &Path, to: &Path) -> Result<()> {
+    let md = fs::symlink_metadata(from).map_err(io_err(format!("lstat {}", from.display())))?;
+    std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))
+        .map_err(io_err(format!("chown {}", to.display())))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))
+        .map_err(io_err(format!("chmod {}", to.display())))
+}
+
+enum MountError {
+    /// fsopen(2) does not exist here.
+    NoApi,
+    Failed(StorageError),
+}
+
+fn cstring(p: &Path) -> std::result::Result<CString, MountError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+        MountError::Failed(StorageError::Invalid(format!(
+            "path {} contains a NUL byte",
+            p.display()
+        )))
+    })
+}
+
+fn mount_new_api(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::result::Result<(), MountError> {
+    let fs = match fsopen(c"overlay") {
+        Ok(fd) => fd,
+        Err(Errno::ENOSYS) => return Err(MountError::NoApi),
+        Err(e) => {
+            return Err(MountError::Failed(io_err("fsopen(\"overlay\")")(e.into())));
+        }
+    };
+    let failed = |what: String, e: Errno| {
+        let log = fs_log(&fs);
+        let why = std::io::Error::from(e);
+        MountError::Failed(StorageError::Invalid(if log.is_empty() {
+            format!("{what}: {why}")
+        } else {
+            format!("{what}: {why} ({log})")
+        }))
+    };
+    for l in lowers {
+        fsconfig_string(&fs, c"lowerdir+", &cstring(l)?).map_err(|e| {
+            failed(
+                format!("overlay on {}: lowerdir+ {}", target.display(), l.display()),
+                e,
+            )
+        })?;
+    }
+    for (key, dir) in [(c"upperdir", upper), (c"workdir", work)] {
+        fsconfig_string(&fs, key, &cstring(dir)?).map_err(|e| {
+            failed(
+                format!(
+                    "overlay on {}: {} {}",
+                    target.display(),
+                    key.to_string_lossy(),
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    let n = lowers.len();
+    fsconfig_create(&fs).map_err(|e| {
+        failed(
+            format!("creating the overlay for {} ({n} layers)", target.display()),
+            e,
+        )
+    })?;
+    let mnt = fsmount(&fs).map_err(|e| failed(format!("fsmount for {}", target.display()), e))?;
+    move_mount(&mnt, &cstring(target)?).map_err(|e| {
+        MountError::Failed(io_err(format!(
+            "moving the overlay mount to {}",
+            target.display()
+        ))(e.into()))
+    })
+}
+
+/// mount(2) with the layers in one option string, where the new API is
+/// missing. The string must fit in a page.
+fn mount_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    let esc = |p: &Path| -> Result<String> {
+        let s = p.to_str().ok_or_else(|| {
+            StorageError::Invalid(format!("overlay layer path {} is not UTF-8", p.display()))
+        })?;
+        if s.contains(',') {
+            return Err(StorageError::Invalid(format!(
+                "overlay path {s}: a ',' cannot be passed to mount(2) (this kernel has no fsopen)"
+            )));
+        }
+        Ok(s.replace('\\', "\\\\").replace(':', "\\:"))
+    };
+    let lower: Vec<String> = lowers.iter().map(|l| esc(l)).collect::<Result<_>>()?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        esc(upper)?,
+        esc(work)?
+    );
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as usize;
+    if data.len() >= page {
+        return Err(StorageError::Invalid(format!(
+            "overlay on {}: the mount options for {} layers are {} bytes, more than a page ({page}); this kernel has no fsopen(2) to pass them one by one",
+            target.display(),
+            lowers.len(),
+            data.len()
+        )));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        io_err(format!(
+            "mounting overlay ({} layers) on {}",
+            lowers.len(),
+            target.display()
+        ))(e.into())
+    })
+}
+
+fn fsopen(fs: &CStr) -> nix::Result<OwnedFd> {
+    // SAFETY: fs is NUL-terminated; fsopen returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, fs.as_ptr(), libc::FSOPEN_CLOEXEC) };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the fd was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn fsconfig_string(fs: &OwnedFd, key: &CStr, value: &CStr) -> nix::Result<()> {
+    // SAFETY: key and value are NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+fn fsconfig_create(fs: &OwnedFd) -> nix::Result<()> {
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+fn fsmount(fs: &OwnedFd) -> nix::Result<OwnedFd> {
+    // SAFETY: plain integer arguments; fsmount returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0) };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the fd was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn move_mount(mnt: &OwnedFd, target: &CStr) -> nix::Result<()> {
+    // SAFETY: the empty path and target are NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// The messages the filesystem left in its context's log ("e overlayfs:
+/// ..."), joined; reading stops when the log is empty (ENODATA).
+fn fs_log(fs: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..16 {
+        match nix::unistd::read(fs, &mut buf) {
+            Ok(n) if n > 0 => {
+                out.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+            }
+            _ => break,
+        }
+    }
+    out.join("; ")
 }

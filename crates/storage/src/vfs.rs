@@ -1,11 +1,31 @@
-//! The vfs driver.
+//! The vfs driver: every layer is a whole tree (a copy of its parent with
+//! the layer applied), a container gets a copy of its top layer, bind
+//! mounted at the target. Slow and big, but it works on any filesystem.
+//!
+//! Also the file-tree helpers the directory drivers share: the copy that
+//! preserves everything, xattrs, unmounting, and reading a file through a
+//! stack of layers.
 
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{CString, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use berth_image::{Digest, Whiteouts};
+use nix::errno::Errno;
+use nix::fcntl::AT_FDCWD;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, Whence};
 
-use crate::driver::Driver;
-use crate::{DriverKind, Result};
+use crate::driver::{container_path, layer_path, Driver};
+use crate::store::{mkdir_private, temp_suffix};
+use crate::{io_err, DriverKind, Result, StorageError};
 
 pub(crate) struct Vfs {
     root: PathBuf,
@@ -17,37 +37,704 @@ impl Vfs {
             root: root.to_path_buf(),
         }
     }
+
+    fn layer(&self, chain: &Digest) -> PathBuf {
+        layer_path(&self.root, DriverKind::Vfs, chain)
+    }
 }
 
 impl Driver for Vfs {
     fn kind(&self) -> DriverKind {
         DriverKind::Vfs
     }
+
     fn whiteouts(&self) -> Whiteouts {
-        todo!("{}", self.root.display())
+        Whiteouts::Apply
     }
+
     fn has_layer(&self, chain: &Digest) -> bool {
-        todo!("{chain}")
+        is_dir(&self.layer(chain))
     }
+
     fn create_layer(
         &self,
         chain: &Digest,
         parent: Option<&Digest>,
         fill: &mut dyn FnMut(&Path) -> Result<()>,
     ) -> Result<()> {
-        let _ = fill;
-        todo!("{chain} {parent:?}")
+        let dest = self.layer(chain);
+        let dir = dest.parent().expect("layer path has a parent");
+        mkdir_private(dir)?;
+        let tmp = dir.join(format!("{}.{}", chain.hex(), temp_suffix()));
+        let made = (|| {
+            match parent {
+                Some(p) => {
+                    let from = self.layer(p);
+                    if !is_dir(&from) {
+                        return Err(StorageError::Invalid(format!(
+                            "layer {chain}: its parent layer {p} is not in the store ({})",
+                            from.display()
+                        )));
+                    }
+                    copy_tree(&from, &tmp)?;
+                }
+                None => make_root_dir(&tmp)?,
+            }
+            fill(&tmp)
+        })();
+        if let Err(e) = made {
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
+        commit_dir(&tmp, &dest)
     }
+
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
-        todo!("{chain}")
+        remove_tree(&self.layer(chain))
     }
+
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
-        todo!("{layers:?} {}", path.display())
+        let Some(top) = layers.last() else {
+            return Ok(None);
+        };
+        let top = self.layer(top);
+        read_through(path, |rel| {
+            Ok(match lstat(&top.join(rel))? {
+                None => Found::Missing,
+                Some(md) => Found::from_metadata(&md, top.join(rel))?,
+            })
+        })
     }
+
     fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
-        todo!("{key} {layers:?} {}", target.display())
+        let cdir = container_path(&self.root, DriverKind::Vfs, key);
+        mkdir_private(&cdir)?;
+        let rootfs = cdir.join("rootfs");
+        if !is_dir(&rootfs) {
+            // Copied under a temporary name: a rootfs that is there is whole.
+            let tmp = cdir.join(format!("rootfs.{}", temp_suffix()));
+            let made = match layers.last() {
+                Some(top) => copy_tree(&self.layer(top), &tmp),
+                None => make_root_dir(&tmp),
+            };
+            if let Err(e) = made {
+                let _ = remove_tree(&tmp);
+                return Err(e);
+            }
+            fs::rename(&tmp, &rootfs).map_err(io_err(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                rootfs.display()
+            )))?;
+        }
+        make_target(target)?;
+        nix::mount::mount(
+            Some(&rootfs),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            io_err(format!(
+                "bind mounting {} on {}",
+                rootfs.display(),
+                target.display()
+            ))(e.into())
+        })
     }
+
     fn unmount(&self, key: &str, target: &Path) -> Result<()> {
-        todo!("{key} {}", target.display())
+        unmount_all(target)?;
+        remove_tree(&container_path(&self.root, DriverKind::Vfs, key))
+    }
+}
+
+pub(crate) fn is_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false)
+}
+
+/// lstat; None if there is nothing there (or a parent is not a directory).
+pub(crate) fn lstat(p: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(p) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Ok(None)
+        }
+        Err(e) => Err(io_err(format!("lstat {}", p.display()))(e)),
+    }
+}
+
+/// A new, empty layer root: 0755 root:root as a tar without a `./` entry
+/// leaves it (the layer's `./` entry, if any, sets its own).
+pub(crate) fn make_root_dir(p: &Path) -> Result<()> {
+    let what = || format!("creating {}", p.display());
+    fs::create_dir(p).map_err(io_err(what()))?;
+    fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(io_err(what()))
+}
+
+/// Create the mount target (and its parents) if missing.
+pub(crate) fn make_target(target: &Path) -> Result<()> {
+    if is_dir(target) {
+        return Ok(());
+    }
+    fs::create_dir_all(target).map_err(io_err(format!(
+        "creating the rootfs mount point {}",
+        target.display()
+    )))
+}
+
+/// Rename a finished temporary layer into place. If the layer appeared
+/// meanwhile, the one there wins and the temporary copy goes.
+pub(crate) fn commit_dir(tmp: &Path, dest: &Path) -> Result<()> {
+    match fs::rename(tmp, dest) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if (e.raw_os_error() == Some(libc::ENOTEMPTY)
+                || e.raw_os_error() == Some(libc::EEXIST))
+                && is_dir(dest) =>
+        {
+            remove_tree(tmp)
+        }
+        Err(e) => {
+            let _ = remove_tree(tmp);
+            Err(io_err(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                dest.display()
+            ))(e))
+        }
+    }
+}
+
+/// `rm -rf`, never following symlinks; a missing path is fine.
+pub(crate) fn remove_tree(p: &Path) -> Result<()> {
+    let md = match lstat(p)? {
+        None => return Ok(()),
+        Some(md) => md,
+    };
+    let r = if md.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
+    match r {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(io_err(format!("removing {}", p.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Unmount everything mounted at `target` (it may have been mounted more
+/// than once by a retried create). Nothing mounted, or no target, is fine.
+pub(crate) fn unmount_all(target: &Path) -> Result<()> {
+    const MAX: usize = 64;
+    for _ in 0..MAX {
+        match nix::mount::umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => continue,
+            Err(Errno::EINVAL) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(()),
+            Err(e) => return Err(io_err(format!("unmounting {}", target.display()))(e.into())),
+        }
+    }
+    Err(StorageError::Invalid(format!(
+        "unmounting {}: still mounted after {MAX} unmounts",
+        target.display()
+    )))
+}
+
+// ---- reading a file through layers ----
+
+/// What a path is in the merged view of an image.
+pub(crate) enum Found {
+    Missing,
+    Dir,
+    Symlink(PathBuf),
+    /// A regular file, at this real path.
+    File(PathBuf),
+    Other,
+}
+
+impl Found {
+    pub(crate) fn from_metadata(md: &fs::Metadata, real: PathBuf) -> Result<Found> {
+        let ft = md.file_type();
+        Ok(if ft.is_dir() {
+            Found::Dir
+        } else if ft.is_file() {
+            Found::File(real)
+        } else if ft.is_symlink() {
+            Found::Symlink(
+                fs::read_link(&real).map_err(io_err(format!("readlink {}", real.display())))?,
+            )
+        } else {
+            Found::Other
+        })
+    }
+}
+
+/// Read `path` of an image whose merged view `lookup` gives (called with
+/// paths relative to the image's root, whose parents are directories).
+/// Symlinks are resolved inside the image (an absolute target starts at
+/// the image's root), never on the host.
+pub(crate) fn read_through(
+    path: &Path,
+    mut lookup: impl FnMut(&Path) -> Result<Found>,
+) -> Result<Option<Vec<u8>>> {
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    push_front(&mut todo, path);
+    let mut resolved = PathBuf::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        let cand = resolved.join(&c);
+        match lookup(&cand)? {
+            Found::Missing => return Ok(None),
+            Found::Dir => resolved = cand,
+            Found::Symlink(t) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(StorageError::Invalid(format!(
+                        "{} in the image: too many levels of symbolic links",
+                        path.display()
+                    )));
+                }
+                if t.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                push_front(&mut todo, &t);
+            }
+            Found::File(real) => {
+                if !todo.is_empty() {
+                    return Ok(None);
+                }
+                return fs::read(&real)
+                    .map(Some)
+                    .map_err(io_err(format!("reading {}", real.display())));
+            }
+            Found::Other if !todo.is_empty() => return Ok(None),
+            Found::Other => {
+                return Err(StorageError::Invalid(format!(
+                    "{} in the image is not a regular file",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Err(StorageError::Invalid(format!(
+        "{} in the image is a directory",
+        path.display()
+    )))
+}
+
+fn push_front(todo: &mut VecDeque<OsString>, p: &Path) {
+    let comps: Vec<OsString> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    for c in comps.into_iter().rev() {
+        todo.push_front(c);
+    }
+}
+
+// ---- xattrs ----
+
+fn cpath(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| StorageError::Invalid(format!("path {} contains a NUL byte", p.display())))
+}
+
+/// The xattr names of `p` (not following a symlink).
+pub(crate) fn list_xattrs(p: &Path) -> Result<Vec<CString>> {
+    let c = cpath(p)?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match llistxattr(&c, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf
+                    .split(|b| *b == 0)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| CString::new(n).expect("split at NUL"))
+                    .collect());
+            }
+            Err(Errno::ERANGE) => buf.resize(buf.len() * 4, 0),
+            Err(Errno::ENOTSUP) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(io_err(format!("listing xattrs of {}", p.display()))(
+                    e.into(),
+                ))
+            }
+        }
+    }
+}
+
+/// One xattr of `p` (not following a symlink); None if it has none.
+pub(crate) fn get_xattr(p: &Path, name: &CString) -> Result<Option<Vec<u8>>> {
+    let c = cpath(p)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        match lgetxattr(&c, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(Errno::ERANGE) => buf.resize(buf.len() * 4, 0),
+            Err(Errno::ENODATA) | Err(Errno::ENOTSUP) => return Ok(None),
+            Err(e) => {
+                return Err(io_err(format!(
+                    "reading xattr {} of {}",
+                    name.to_string_lossy(),
+                    p.display()
+                ))(e.into()))
+            }
+        }
+    }
+}
+
+fn set_xattr(p: &Path, name: &CString, value: &[u8]) -> Result<()> {
+    let c = cpath(p)?;
+    lsetxattr(&c, name, value).map_err(|e| {
+        io_err(format!(
+            "setting xattr {} on {}",
+            name.to_string_lossy(),
+            p.display()
+        ))(e.into())
+    })
+}
+
+fn llistxattr(p: &CString, buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: p is NUL-terminated; the kernel writes at most buf.len()
+    // bytes into buf.
+    let n = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+fn lgetxattr(p: &CString, name: &CString, buf: &mut [u8]) -> nix::Result<usize> {
+    // SAFETY: p and name are NUL-terminated; the kernel writes at most
+    // buf.len() bytes into buf.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    Errno::result(n).map(|n| n as usize)
+}
+
+fn lsetxattr(p: &CString, name: &CString, value: &[u8]) -> nix::Result<()> {
+    // SAFETY: p and name are NUL-terminated; the kernel reads value.len()
+    // bytes from value.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+fn copy_file_range(
+    sf: &File,
+    off_in: &mut i64,
+    df: &File,
+    off_out: &mut i64,
+    len: usize,
+) -> nix::Result<usize> {
+    // SAFETY: both fds are open for the call; the offsets are valid i64s the
+    // kernel advances by what it copied.
+    let n =
+        unsafe { libc::copy_file_range(sf.as_raw_fd(), off_in, df.as_raw_fd(), off_out, len, 0) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+fn ficlone(dst: &File, src: &File) -> nix::Result<()> {
+    // SAFETY: FICLONE takes the source fd as its argument; both fds are
+    // open for the duration of the call.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    Errno::result(r).map(drop)
+}
+
+// ---- the copy ----
+
+/// Copy the directory tree `src` to `dst` (which must not exist), keeping
+/// type, owner, mode (setuid/setgid/sticky too), xattrs, times, hardlinks,
+/// symlinks, devices, fifos, sockets and holes of sparse files. Symlinks
+/// are copied, never followed. File data is reflinked where the
+/// filesystem can (FICLONE), else copied with copy_file_range.
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(io_err(format!("lstat {}", src.display())))?;
+    if !md.is_dir() {
+        return Err(StorageError::Invalid(format!(
+            "copying {}: not a directory",
+            src.display()
+        )));
+    }
+    let mut c = Copier {
+        links: HashMap::new(),
+        buf: Vec::new(),
+    };
+    c.entry(src, dst, &md)
+}
+
+struct Copier {
+    /// (dev, ino) of a multiply-linked source → the copy made of it.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// For copies copy_file_range cannot do.
+    buf: Vec<u8>,
+}
+
+impl Copier {
+    fn entry(&mut self, src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
+        let ft = md.file_type();
+        if ft.is_dir() {
+            fs::create_dir(dst).map_err(io_err(format!("creating {}", dst.display())))?;
+            let entries =
+                fs::read_dir(src).map_err(io_err(format!("listing {}", src.display())))?;
+            for e in entries {
+                let e = e.map_err(io_err(format!("listing {}", src.display())))?;
+                let s = e.path();
+                let cmd =
+                    fs::symlink_metadata(&s).map_err(io_err(format!("lstat {}", s.display())))?;
+                self.entry(&s, &dst.join(e.file_name()), &cmd)?;
+            }
+            return set_meta(src, dst, md);
+        }
+        if md.nlink() > 1 {
+            if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                return fs::hard_link(first, dst).map_err(io_err(format!(
+                    "linking {} to {}",
+                    dst.display(),
+                    first.display()
+                )));
+            }
+        }
+        if ft.is_file() {
+            self.file(src, dst, md)?;
+        } else if ft.is_symlink() {
+            let t = fs::read_link(src).map_err(io_err(format!("readlink {}", src.display())))?;
+            std::os::unix::fs::symlink(&t, dst)
+                .map_err(io_err(format!("creating symlink {}", dst.display())))?;
+        } else {
+            let kind = if ft.is_char_device() {
+                SFlag::S_IFCHR
+            } else if ft.is_block_device() {
+                SFlag::S_IFBLK
+            } else if ft.is_fifo() {
+                SFlag::S_IFIFO
+            } else if ft.is_socket() {
+                SFlag::S_IFSOCK
+            } else {
+                return Err(StorageError::Invalid(format!(
+                    "copying {}: unknown file type",
+                    src.display()
+                )));
+            };
+            nix::sys::stat::mknod(dst, kind, Mode::from_bits_truncate(0o600), md.rdev())
+                .map_err(|e| io_err(format!("creating {}", dst.display()))(e.into()))?;
+        }
+        set_meta(src, dst, md)?;
+        if md.nlink() > 1 {
+            self.links.insert((md.dev(), md.ino()), dst.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
+        let sf = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(src)
+            .map_err(io_err(format!("opening {}", src.display())))?;
+        let df = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dst)
+            .map_err(io_err(format!("creating {}", dst.display())))?;
+        let size = md.len();
+        if size == 0 || ficlone(&df, &sf).is_ok() {
+            return Ok(());
+        }
+        let what = || format!("copying {} to {}", src.display(), dst.display());
+        let mut off: i64 = 0;
+        let size = size as i64;
+        while off < size {
+            let data = match nix::unistd::lseek(sf.as_fd(), off, Whence::SeekData) {
+                Ok(d) => d,
+                Err(Errno::ENXIO) => break,
+                // No SEEK_DATA here: all of it is data.
+                Err(Errno::EINVAL) | Err(Errno::EOPNOTSUPP) if off == 0 => 0,
+                Err(e) => return Err(io_err(what())(e.into())),
+            };
+            let hole = match nix::unistd::lseek(sf.as_fd(), data, Whence::SeekHole) {
+                Ok(h) => h.min(size),
+                Err(_) => size,
+            };
+            self.range(&sf, &df, data, hole - data)
+                .map_err(io_err(what()))?;
+            off = hole;
+        }
+        df.set_len(size as u64).map_err(io_err(what()))
+    }
+
+    /// Copy `len` bytes at `off` from `sf` to the same offset of `df`.
+    fn range(&mut self, sf: &File, df: &File, off: i64, len: i64) -> std::io::Result<()> {
+        let (mut i, mut o) = (off, off);
+        let end = off + len;
+        while i < end {
+            let want = (end - i).min(1 << 30) as usize;
+            match copy_file_range(sf, &mut i, df, &mut o, want) {
+                Ok(0) => return Ok(()), // the file shrank
+                Ok(_) => {}
+                Err(Errno::EXDEV)
+                | Err(Errno::EINVAL)
+                | Err(Errno::ENOSYS)
+                | Err(Errno::EOPNOTSUPP) => return self.range_rw(sf, df, i, end - i),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn range_rw(&mut self, sf: &File, df: &File, off: i64, len: i64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.buf.is_empty() {
+            self.buf = vec![0; 1 << 20];
+        }
+        let mut done = 0i64;
+        while done < len {
+            let want = (len - done).min(self.buf.len() as i64) as usize;
+            let n = sf.read_at(&mut self.buf[..want], (off + done) as u64)?;
+            if n == 0 {
+                break;
+            }
+            df.write_all_at(&self.buf[..n], (off + done) as u64)?;
+            done += n as i64;
+        }
+        Ok(())
+    }
+}
+
+/// Give `dst` the owner, mode, xattrs and times of `src`, in the order
+/// that keeps them: chown (which clears setuid and file capabilities),
+/// then chmod, then xattrs, then times.
+fn set_meta(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
+    let symlink = md.file_type().is_symlink();
+    nix::unistd::fchownat(
+        AT_FDCWD,
+        dst,
+        Some(Uid::from_raw(md.uid())),
+        Some(Gid::from_raw(md.gid())),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io_err(format!("chown {}", dst.display()))(e.into()))?;
+    if !symlink {
+        nix::sys::stat::fchmodat(
+            AT_FDCWD,
+            dst,
+            Mode::from_bits_truncate(md.mode() & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| io_err(format!("chmod {}", dst.display()))(e.into()))?;
+    }
+    for name in list_xattrs(src)? {
+        if let Some(v) = get_xattr(src, &name)? {
+            set_xattr(dst, &name, &v)?;
+        }
+    }
+    let atime = TimeSpec::new(md.atime(), md.atime_nsec());
+    let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
+    nix::sys::stat::utimensat(
+        AT_FDCWD,
+        dst,
+        &atime,
+        &mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| io_err(format!("setting the times of {}", dst.display()))(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    fn tmp() -> Tmp {
+        let p = std::env::temp_dir().join(format!("berth-vfs-unit-{}", temp_suffix()));
+        fs::create_dir(&p).unwrap();
+        Tmp(p)
+    }
+
+    #[test]
+    fn read_through_resolves_symlinks_inside_the_image() {
+        let t = tmp();
+        let r = &t.0;
+        fs::create_dir_all(r.join("etc/real")).unwrap();
+        fs::write(r.join("etc/real/passwd"), b"root:x:0:0\n").unwrap();
+        std::os::unix::fs::symlink("/etc/real/passwd", r.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("real", r.join("etc/alias")).unwrap();
+        std::os::unix::fs::symlink("/../../../../etc", r.join("escape")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        let look = |rel: &Path| -> Result<Found> {
+            Ok(match lstat(&r.join(rel))? {
+                None => Found::Missing,
+                Some(md) => Found::from_metadata(&md, r.join(rel))?,
+            })
+        };
+        let read = |p: &str| read_through(Path::new(p), look);
+        assert_eq!(read("/etc/passwd").unwrap().unwrap(), b"root:x:0:0\n");
+        assert_eq!(read("/etc/alias/passwd").unwrap().unwrap(), b"root:x:0:0\n");
+        // Absolute and .. targets stay inside the image's root.
+        assert_eq!(
+            read("/escape/real/passwd").unwrap().unwrap(),
+            b"root:x:0:0\n"
+        );
+        assert!(read("/etc/group").unwrap().is_none());
+        assert!(read("/etc/passwd/x").unwrap().is_none());
+        assert!(read("/etc").is_err());
+        assert!(read("/loop").is_err());
+    }
+
+    #[test]
+    fn copy_keeps_sparse_files_sparse_and_modes_exact() {
+        let t = tmp();
+        let src = t.0.join("src");
+        fs::create_dir(&src).unwrap();
+        let f = File::create(src.join("sparse")).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        drop(f);
+        fs::write(src.join("suid"), b"x").unwrap();
+        fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+        copy_tree(&src, &t.0.join("dst")).unwrap();
+        let md = fs::metadata(t.0.join("dst/sparse")).unwrap();
+        assert_eq!(md.len(), 64 << 20);
+        assert!(md.blocks() < 1024, "{} blocks: not sparse", md.blocks());
+        let data = fs::read(t.0.join("dst/sparse")).unwrap();
+        assert_eq!(&data[data.len() - 4..], b"tail");
+        assert!(data[..data.len() - 4].iter().all(|b| *b == 0));
+        let m = fs::metadata(t.0.join("dst/suid")).unwrap().mode();
+        assert_eq!(m & 0o7777, 0o4755);
     }
 }
