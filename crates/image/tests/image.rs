@@ -52,7 +52,12 @@ fn layout_dir_resolves_and_applies() {
 fn oci_archive_read_in_place() {
     let t = tmp();
     let tar = small_layer();
-    simple_layout(&t.path().join("img"), tar.clone(), zstd(&tar), OCI_LAYER_ZST);
+    simple_layout(
+        &t.path().join("img"),
+        tar.clone(),
+        zstd(&tar),
+        OCI_LAYER_ZST,
+    );
     let archive = t.path().join("img.tar");
     tar_of_dir(&t.path().join("img"), &archive);
     let src = Source::open(&archive).unwrap();
@@ -99,7 +104,12 @@ fn docker_save_resolves_and_applies() {
     let l0 = small_layer();
     let l1 = Tar::new().file("etc/other", b"x").build();
     let path = t.path().join("save.tar");
-    let cd = docker_save(&path, &[l0.clone(), l1.clone()], &host_arch(), &["busybox:latest"]);
+    let cd = docker_save(
+        &path,
+        &[l0.clone(), l1.clone()],
+        &host_arch(),
+        &["busybox:latest"],
+    );
     let src = Source::open(&path).unwrap();
     assert_eq!(src.kind(), SourceKind::DockerSave);
     let r = resolve(&src, &host(), None).unwrap();
@@ -134,7 +144,7 @@ fn docker_save_layer_corrupt_is_digest_mismatch() {
     let t = tmp();
     let l0 = small_layer();
     let path = t.path().join("save.tar");
-    docker_save(&path, &[l0.clone()], &host_arch(), &["x:1"]);
+    docker_save(&path, std::slice::from_ref(&l0), &host_arch(), &["x:1"]);
     // Flip a byte of the file content inside the layer tar, in place.
     let mut bytes = std::fs::read(&path).unwrap();
     let pos = bytes.windows(6).position(|w| w == b"hello\n").unwrap();
@@ -154,7 +164,11 @@ fn nested_index_and_platform_choice() {
     let l = Layout::new(t.path());
     let tar_a = Tar::new().file("which", b"arm64").build();
     let tar_h = Tar::new().file("which", b"host").build();
-    let other = if host_arch() == "arm64" { "s390x" } else { "arm64" };
+    let other = if host_arch() == "arm64" {
+        "s390x"
+    } else {
+        "arm64"
+    };
     let ma = l.image("linux", other, &[(tar_a.clone(), tar_a, OCI_LAYER)]);
     let mh = l.image("linux", &host_arch(), &[(tar_h.clone(), tar_h, OCI_LAYER)]);
     let nested = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
@@ -169,8 +183,13 @@ fn nested_index_and_platform_choice() {
     assert_eq!(r.ref_name.as_deref(), Some("latest"));
     // The ref name selects by tag part too.
     assert!(resolve(&src, &host(), Some("example.com/x:latest")).is_ok());
-    let e = resolve(&src, &host(), Some("nope")).unwrap_err().to_string();
-    assert!(e.contains("no image called \"nope\"") && e.contains("latest"), "{e}");
+    let e = resolve(&src, &host(), Some("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no image called \"nope\"") && e.contains("latest"),
+        "{e}"
+    );
 
     // A platform nothing has: NoPlatform listing both.
     let mips = Platform {
@@ -198,10 +217,16 @@ fn descriptor_without_platform_uses_config_and_several_refs_need_a_name() {
     let t2 = Tar::new().file("n", b"two").build();
     let m1 = l.image("linux", &host_arch(), &[(t1.clone(), t1, OCI_LAYER)]);
     let m2 = l.image("linux", &host_arch(), &[(t2.clone(), t2, OCI_LAYER)]);
-    l.index(vec![with_ref(m1.clone(), "one"), with_ref(m2.clone(), "two")]);
+    l.index(vec![
+        with_ref(m1.clone(), "one"),
+        with_ref(m2.clone(), "two"),
+    ]);
     let src = Source::open(t.path()).unwrap();
     let e = resolve(&src, &host(), None).unwrap_err().to_string();
-    assert!(e.contains("several images") && e.contains("one, two"), "{e}");
+    assert!(
+        e.contains("several images") && e.contains("one, two"),
+        "{e}"
+    );
     let r = resolve(&src, &host(), Some("two")).unwrap();
     assert_eq!(r.manifest_digest.as_str(), m2["digest"].as_str().unwrap());
     assert_eq!(r.ref_name.as_deref(), Some("two"));
@@ -227,12 +252,22 @@ fn corrupt_config_is_digest_mismatch_and_missing_blob() {
     );
     std::fs::remove_file(&cfg).unwrap();
     let e = resolve(&src, &host(), None).unwrap_err();
-    assert!(matches!(&e, ImageError::MissingBlob(d) if *d == r.config_digest), "{e}");
+    assert!(
+        matches!(&e, ImageError::MissingBlob(d) if *d == r.config_digest),
+        "{e}"
+    );
 }
 
 /// A layout whose single layer's descriptor says `size` and whose blob
 /// file holds `stored`.
-fn layer_with(t: &Path, tar: &[u8], stored: &[u8], desc_size: Option<u64>, mt: &str, diff: Option<String>) -> (Source, berth_image::LayerRef) {
+fn layer_with(
+    t: &Path,
+    tar: &[u8],
+    stored: &[u8],
+    desc_size: Option<u64>,
+    mt: &str,
+    diff: Option<String>,
+) -> (Source, berth_image::LayerRef) {
     let l = simple_layout(t, tar.to_vec(), stored.to_vec(), mt);
     let src = Source::open(&l.root).unwrap();
     let mut r = resolve(&src, &host(), None).unwrap().layers.remove(0);
@@ -314,7 +349,11 @@ fn zstd_and_gzip_and_plain_layers() {
         let dest = t.path().join("dest");
         std::fs::create_dir(&dest).unwrap();
         layer::apply(&src, &l, &dest, Whiteouts::Overlay).unwrap();
-        assert_eq!(std::fs::read(dest.join("etc/hello")).unwrap(), b"hello\n", "{mt}");
+        assert_eq!(
+            std::fs::read(dest.join("etc/hello")).unwrap(),
+            b"hello\n",
+            "{mt}"
+        );
     }
 }
 
@@ -323,7 +362,14 @@ fn diff_id_mismatch() {
     let t = tmp();
     let tar = small_layer();
     let wrong = digest_of(b"not this layer");
-    let (src, l) = layer_with(t.path(), &tar, &gzip(&tar), None, OCI_LAYER_GZ, Some(wrong.clone()));
+    let (src, l) = layer_with(
+        t.path(),
+        &tar,
+        &gzip(&tar),
+        None,
+        OCI_LAYER_GZ,
+        Some(wrong.clone()),
+    );
     let e = apply_err(&src, &l, t.path());
     assert!(
         matches!(&e, ImageError::DiffIdMismatch { expected, actual, .. }
@@ -337,7 +383,15 @@ fn bzip2_layer_is_unsupported() {
     let t = tmp();
     let tar = small_layer();
     let l = Layout::new(t.path());
-    let m = l.image("linux", &host_arch(), &[(tar.clone(), tar, "application/vnd.oci.image.layer.v1.tar+bzip2")]);
+    let m = l.image(
+        "linux",
+        &host_arch(),
+        &[(
+            tar.clone(),
+            tar,
+            "application/vnd.oci.image.layer.v1.tar+bzip2",
+        )],
+    );
     l.index(vec![m]);
     let src = Source::open(t.path()).unwrap();
     let e = resolve(&src, &host(), None).unwrap_err().to_string();
@@ -349,7 +403,11 @@ fn bad_layout_version_and_unknown_tar() {
     let t = tmp();
     let tar = small_layer();
     let l = simple_layout(t.path(), tar.clone(), tar, OCI_LAYER);
-    std::fs::write(l.root.join("oci-layout"), br#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
+    std::fs::write(
+        l.root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"2.0.0"}"#,
+    )
+    .unwrap();
     let e = Source::open(&l.root).err().unwrap().to_string();
     assert!(e.contains("2.0.0"), "{e}");
     let other = t.path().join("other.tar");

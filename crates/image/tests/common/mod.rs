@@ -70,7 +70,14 @@ impl Tar {
     pub fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
         self.file_owned(path, data, 0o644, 0, 0)
     }
-    pub fn file_owned(&mut self, path: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> &mut Self {
+    pub fn file_owned(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    ) -> &mut Self {
         let mut h = header(tar::EntryType::Regular, mode, uid, gid, data.len() as u64);
         self.b.append_data(&mut h, path, data).unwrap();
         self
@@ -85,7 +92,14 @@ impl Tar {
         self.b.append_link(&mut h, path, target).unwrap();
         self
     }
-    pub fn node(&mut self, path: &str, kind: tar::EntryType, major: u32, minor: u32, mode: u32) -> &mut Self {
+    pub fn node(
+        &mut self,
+        path: &str,
+        kind: tar::EntryType,
+        major: u32,
+        minor: u32,
+        mode: u32,
+    ) -> &mut Self {
         let mut h = header(kind, mode, 0, 0, 0);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
@@ -94,12 +108,20 @@ impl Tar {
     }
     /// PAX records for the next entry.
     pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
-        self.b.append_pax_extensions(records.iter().copied()).unwrap();
+        self.b
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
         self
     }
     /// An entry whose name (and link name) bytes are written as given,
     /// bypassing tar::Builder's checks.
-    pub fn raw(&mut self, kind: tar::EntryType, name: &[u8], link: &[u8], data: &[u8]) -> &mut Self {
+    pub fn raw(
+        &mut self,
+        kind: tar::EntryType,
+        name: &[u8],
+        link: &[u8],
+        data: &[u8],
+    ) -> &mut Self {
         let mut h = header(kind, 0o644, 0, 0, data.len() as u64);
         let old = h.as_old_mut();
         old.name = [0; 100];
@@ -128,7 +150,11 @@ pub fn digest_of(bytes: &[u8]) -> String {
 impl Layout {
     pub fn new(root: &Path) -> Layout {
         std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
-        std::fs::write(root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::fs::write(
+            root.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
         Layout {
             root: root.to_path_buf(),
         }
@@ -159,7 +185,11 @@ impl Layout {
     }
     pub fn index(&self, manifests: Vec<Value>) {
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
-        std::fs::write(self.root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        std::fs::write(
+            self.root.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
     }
 }
 

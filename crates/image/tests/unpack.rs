@@ -1,0 +1,401 @@
+//! Unpacking as root on the real filesystem: refusals (nothing written
+//! outside the layer), preservation of owners, modes, xattrs, special
+//! files, hardlinks, sparse files, long names, and both whiteout modes.
+
+mod common;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use berth_image::unpack::unpack;
+use berth_image::{ImageError, Whiteouts};
+use common::*;
+use tar::EntryType;
+
+const BLOB: &str = "sha256:test";
+
+/// A temp dir with `dest/` (the layer) and `outside/` next to it.
+struct Scene {
+    t: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let t = tmp();
+        std::fs::create_dir(t.path().join("dest")).unwrap();
+        std::fs::create_dir(t.path().join("outside")).unwrap();
+        Scene { t }
+    }
+    fn dest(&self) -> std::path::PathBuf {
+        self.t.path().join("dest")
+    }
+    fn outside(&self) -> std::path::PathBuf {
+        self.t.path().join("outside")
+    }
+    fn unpack(&self, tar: &[u8], mode: Whiteouts) -> berth_image::Result<berth_image::Stats> {
+        unpack(tar, &self.dest(), mode, BLOB)
+    }
+}
+
+fn entry_err(e: ImageError, entry: &str, msg: &str) {
+    match &e {
+        ImageError::Entry {
+            blob,
+            entry: en,
+            msg: m,
+        } => {
+            assert_eq!(blob, BLOB);
+            assert_eq!(en, entry, "{e}");
+            assert!(m.contains(msg), "{e}");
+        }
+        _ => panic!("not an entry error: {e}"),
+    }
+}
+
+fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of buf.len() bytes.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    Some(buf)
+}
+
+#[test]
+fn dotdot_is_refused_and_nothing_lands_outside() {
+    let s = Scene::new();
+    let tar = Tar::new()
+        .file("ok", b"fine")
+        .raw(EntryType::Regular, b"../outside/x", b"", b"evil")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Overlay).unwrap_err();
+    entry_err(e, "../outside/x", "path leaves the layer (..)");
+    assert!(!s.outside().join("x").exists());
+    // Hidden in the middle too.
+    let tar = Tar::new()
+        .raw(EntryType::Regular, b"a/../../outside/y", b"", b"evil")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Overlay).unwrap_err();
+    entry_err(e, "a/../../outside/y", "(..)");
+    assert!(!s.outside().join("y").exists());
+}
+
+#[test]
+fn absolute_is_refused() {
+    let s = Scene::new();
+    let target = s.outside().join("abs");
+    let name = target.as_os_str().as_bytes().to_vec();
+    let tar = Tar::new()
+        .raw(EntryType::Regular, &name, b"", b"evil")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Overlay).unwrap_err();
+    entry_err(e, target.to_str().unwrap(), "absolute path");
+    assert!(!target.exists());
+}
+
+#[test]
+fn symlinked_parent_is_refused() {
+    let s = Scene::new();
+    let out = s.outside();
+    let tar = Tar::new()
+        .symlink("lnk", out.to_str().unwrap())
+        .raw(EntryType::Regular, b"lnk/passwd", b"", b"evil")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Overlay).unwrap_err();
+    entry_err(e, "lnk/passwd", "parent lnk is a symlink");
+    assert!(!out.join("passwd").exists());
+    // A relative symlink deeper down, and a directory through it.
+    let s = Scene::new();
+    let tar = Tar::new()
+        .dir("a", 0o755)
+        .symlink("a/up", "../../outside")
+        .raw(EntryType::Directory, b"a/up/newdir/", b"", b"")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Apply).unwrap_err();
+    entry_err(e, "a/up/newdir/", "parent a/up is a symlink");
+    assert!(!s.outside().join("newdir").exists());
+}
+
+#[test]
+fn hardlinks_out_of_the_layer_are_refused() {
+    for target in [&b"../../etc/shadow"[..], b"/etc/shadow"] {
+        let s = Scene::new();
+        let tar = Tar::new()
+            .raw(EntryType::Link, b"shadow", target, b"")
+            .build();
+        let e = s.unpack(&tar, Whiteouts::Overlay).unwrap_err();
+        let shown = String::from_utf8_lossy(target);
+        entry_err(
+            e,
+            "shadow",
+            &format!("hardlink target {shown:?} leaves the layer"),
+        );
+        assert!(std::fs::symlink_metadata(s.dest().join("shadow")).is_err());
+    }
+    // Through a symlinked directory inside the layer.
+    let s = Scene::new();
+    std::fs::write(s.outside().join("secret"), b"s").unwrap();
+    let tar = Tar::new()
+        .symlink("out", s.outside().to_str().unwrap())
+        .raw(EntryType::Link, b"copy", b"out/secret", b"")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Overlay).unwrap_err();
+    entry_err(e, "copy", "parent out is a symlink");
+    assert!(std::fs::symlink_metadata(s.dest().join("copy")).is_err());
+    assert_eq!(
+        std::fs::metadata(s.outside().join("secret"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+}
+
+#[test]
+fn whiteout_outside_is_refused() {
+    let s = Scene::new();
+    std::fs::write(s.outside().join("x"), b"keep").unwrap();
+    let tar = Tar::new()
+        .raw(EntryType::Regular, b"../outside/.wh.x", b"", b"")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Apply).unwrap_err();
+    entry_err(e, "../outside/.wh.x", "(..)");
+    assert!(s.outside().join("x").exists());
+    let tar = Tar::new()
+        .raw(EntryType::Regular, b"../.wh.outside", b"", b"")
+        .build();
+    let e = s.unpack(&tar, Whiteouts::Apply).unwrap_err();
+    entry_err(e, "../.wh.outside", "(..)");
+    assert!(s.outside().exists());
+}
+
+#[test]
+fn ownership_modes_xattrs_and_special_files() {
+    let s = Scene::new();
+    let cap = [1u8, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // v2: cap_net_bind_service
+    let tar = Tar::new()
+        .dir("./bin", 0o751)
+        .file_owned("bin/suid", b"#!/bin/sh\n", 0o4755, 1234, 5678)
+        .file_owned("bin/sgid-sticky", b"x", 0o3711, 0, 42)
+        .pax(&[
+            ("SCHILY.xattr.user.comment", b"hi there"),
+            ("SCHILY.xattr.security.capability", &cap),
+        ])
+        .file_owned("bin/ping", b"ELF", 0o755, 0, 0)
+        .node("dev/null", EntryType::Char, 1, 3, 0o666)
+        .node("dev/loop9", EntryType::Block, 7, 9, 0o660)
+        .node("run/fifo", EntryType::Fifo, 0, 0, 0o620)
+        .pax(&[("SCHILY.xattr.user.sym", b"skip")])
+        .symlink("bin/sh", "busybox")
+        .file("etc/passwd", b"root:x:0:0\n")
+        .hardlink("etc/passwd-link", "etc/passwd")
+        .symlink("etc/abs", "/nowhere/at/all")
+        .hardlink("etc/abs-link", "etc/abs")
+        .build();
+    let st = s.unpack(&tar, Whiteouts::Overlay).unwrap();
+    assert_eq!(st.entries, 12);
+    let d = s.dest();
+    let m = std::fs::metadata(d.join("bin/suid")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5678, 0o4755));
+    let m = std::fs::metadata(d.join("bin/sgid-sticky")).unwrap();
+    assert_eq!((m.gid(), m.mode() & 0o7777), (42, 0o3711));
+    assert_eq!(
+        std::fs::metadata(d.join("bin")).unwrap().mode() & 0o7777,
+        0o751
+    );
+    assert_eq!(m.mtime(), 1_600_000_000);
+    assert_eq!(
+        std::fs::metadata(d.join("bin")).unwrap().mtime(),
+        1_600_000_000
+    );
+    assert_eq!(
+        getxattr(&d.join("bin/ping"), "user.comment").unwrap(),
+        b"hi there"
+    );
+    assert_eq!(
+        getxattr(&d.join("bin/ping"), "security.capability").unwrap(),
+        cap
+    );
+    let m = std::fs::symlink_metadata(d.join("dev/null")).unwrap();
+    assert!(m.file_type().is_char_device());
+    assert_eq!((m.rdev(), m.mode() & 0o7777), (libc::makedev(1, 3), 0o666));
+    let m = std::fs::symlink_metadata(d.join("dev/loop9")).unwrap();
+    assert!(m.file_type().is_block_device());
+    assert_eq!(m.rdev(), libc::makedev(7, 9));
+    let m = std::fs::symlink_metadata(d.join("run/fifo")).unwrap();
+    assert!(m.file_type().is_fifo());
+    assert_eq!(m.mode() & 0o7777, 0o620);
+    assert_eq!(
+        std::fs::read_link(d.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(d.join("bin/sh")).unwrap().mtime(),
+        1_600_000_000
+    );
+    let a = std::fs::metadata(d.join("etc/passwd")).unwrap();
+    let b = std::fs::metadata(d.join("etc/passwd-link")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    // A hardlink to a symlink links the symlink itself.
+    let a = std::fs::symlink_metadata(d.join("etc/abs")).unwrap();
+    let b = std::fs::symlink_metadata(d.join("etc/abs-link")).unwrap();
+    assert!(b.file_type().is_symlink());
+    assert_eq!(a.ino(), b.ino());
+    // Parents made for entries without their own are 0755 root.
+    let m = std::fs::metadata(d.join("dev")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o755));
+}
+
+#[test]
+fn sparse_and_long_names() {
+    let s = Scene::new();
+    let mut big = vec![0u8; 64 << 20];
+    big[10 << 20] = 1;
+    let long_name = format!("{}/file", "n".repeat(150));
+    let deep: String = (0..30)
+        .map(|i| format!("directory-{i:02}/"))
+        .collect::<String>()
+        + "leaf";
+    assert!(deep.len() > 255);
+    let pax_name = format!("{}.pax", "p".repeat(120));
+    let tar = Tar::new()
+        .file("sparse", &big)
+        .file(&long_name, b"long")
+        .file(&deep, b"deep")
+        .pax(&[("path", pax_name.as_bytes())])
+        .file("short", b"pax")
+        .build();
+    let st = s.unpack(&tar, Whiteouts::Overlay).unwrap();
+    assert_eq!(st.bytes, (64 << 20) + 4 + 4 + 3);
+    let m = std::fs::metadata(s.dest().join("sparse")).unwrap();
+    assert_eq!(m.len(), 64 << 20);
+    assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+    let back = std::fs::read(s.dest().join("sparse")).unwrap();
+    assert!(back == big);
+    assert_eq!(std::fs::read(s.dest().join(&long_name)).unwrap(), b"long");
+    assert_eq!(std::fs::read(s.dest().join(&deep)).unwrap(), b"deep");
+    assert_eq!(std::fs::read(s.dest().join(&pax_name)).unwrap(), b"pax");
+    assert!(!s.dest().join("short").exists());
+}
+
+#[test]
+fn umask_does_not_change_modes() {
+    let s = Scene::new();
+    let tar = Tar::new()
+        .dir("open", 0o777)
+        .file_owned("open/all", b"x", 0o777, 0, 0)
+        .build();
+    s.unpack(&tar, Whiteouts::Overlay).unwrap();
+    assert_eq!(
+        std::fs::metadata(s.dest().join("open")).unwrap().mode() & 0o7777,
+        0o777
+    );
+    assert_eq!(
+        std::fs::metadata(s.dest().join("open/all")).unwrap().mode() & 0o7777,
+        0o777
+    );
+}
+
+#[test]
+fn overlay_whiteouts() {
+    let s = Scene::new();
+    let tar = Tar::new()
+        .dir("etc", 0o755)
+        .file("etc/.wh.gone", b"")
+        .file("var/.wh..wh..opq", b"")
+        .file("var/new", b"n")
+        .file(".wh..wh.plnk/123", b"aufs")
+        .build();
+    s.unpack(&tar, Whiteouts::Overlay).unwrap();
+    let m = std::fs::symlink_metadata(s.dest().join("etc/gone")).unwrap();
+    assert!(m.file_type().is_char_device());
+    assert_eq!((m.rdev(), m.uid(), m.gid()), (0, 0, 0));
+    assert!(!s.dest().join("etc/.wh.gone").exists());
+    assert_eq!(
+        getxattr(&s.dest().join("var"), "trusted.overlay.opaque").unwrap(),
+        b"y"
+    );
+    assert!(!s.dest().join("var/.wh..wh..opq").exists());
+    assert_eq!(std::fs::read(s.dest().join("var/new")).unwrap(), b"n");
+    assert!(!s.dest().join(".wh..wh.plnk").exists());
+}
+
+#[test]
+fn apply_whiteouts_and_replacement() {
+    let s = Scene::new();
+    let lower = Tar::new()
+        .file("etc/gone", b"old")
+        .file("etc/keep", b"keep")
+        .file("tree/a/b/c", b"deep")
+        .file("opq/lower1", b"1")
+        .file("opq/sub/lower2", b"2")
+        .file("opq/kept-sub/lower3", b"3")
+        .dir("was-dir/inner", 0o755)
+        .file("was-file", b"f")
+        .build();
+    s.unpack(&lower, Whiteouts::Apply).unwrap();
+    let upper = Tar::new()
+        .file("opq/early", b"e") // before the marker: kept
+        .file("opq/kept-sub/mine", b"m") // into a lower directory
+        .file("opq/.wh..wh..opq", b"")
+        .file("opq/late", b"l")
+        .file("etc/.wh.gone", b"")
+        .file(".wh.tree", b"")
+        .file("etc/.wh.never-was", b"")
+        .file("nodir/.wh.x", b"")
+        .file("was-dir", b"now a file")
+        .dir("was-file", 0o700)
+        .build();
+    s.unpack(&upper, Whiteouts::Apply).unwrap();
+    let d = s.dest();
+    assert!(!d.join("etc/gone").exists());
+    assert!(d.join("etc/keep").exists());
+    assert!(!d.join("tree").exists());
+    assert!(!d.join("opq/lower1").exists());
+    assert!(!d.join("opq/sub").exists());
+    assert!(!d.join("opq/kept-sub/lower3").exists());
+    assert_eq!(std::fs::read(d.join("opq/kept-sub/mine")).unwrap(), b"m");
+    assert_eq!(std::fs::read(d.join("opq/early")).unwrap(), b"e");
+    assert_eq!(std::fs::read(d.join("opq/late")).unwrap(), b"l");
+    assert!(!d.join("nodir").exists());
+    assert_eq!(std::fs::read(d.join("was-dir")).unwrap(), b"now a file");
+    assert!(std::fs::metadata(d.join("was-file")).unwrap().is_dir());
+    assert!(getxattr(&d.join("opq"), "trusted.overlay.opaque").is_none());
+    assert!(!d.join("etc/never-was").exists());
+    assert!(!d.join("etc/.wh.gone").exists());
+}
+
+#[test]
+fn replace_symlink_with_directory_does_not_follow() {
+    let s = Scene::new();
+    let tar = Tar::new()
+        .symlink("d", s.outside().to_str().unwrap())
+        .dir("d", 0o700)
+        .file("d/inside", b"i")
+        .build();
+    s.unpack(&tar, Whiteouts::Apply).unwrap();
+    assert!(std::fs::symlink_metadata(s.dest().join("d"))
+        .unwrap()
+        .is_dir());
+    assert!(s.dest().join("d/inside").exists());
+    assert!(!s.outside().join("inside").exists());
+    // And the outside directory's mode was not changed through the link.
+    assert_ne!(
+        std::fs::metadata(s.outside()).unwrap().mode() & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn trailing_garbage_and_truncated_tar() {
+    let s = Scene::new();
+    let tar = Tar::new().file("f", &[1u8; 5000]).build();
+    let e = s.unpack(&tar[..1536], Whiteouts::Overlay).unwrap_err();
+    assert!(e.to_string().contains(BLOB), "{e}");
+    assert!(!matches!(e, ImageError::Entry { .. }), "{e}");
+}
