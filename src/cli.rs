@@ -45,11 +45,31 @@ pub struct Cli {
     /// Path to criu for checkpoint and restore [default: criu in PATH].
     #[arg(long, value_name = "PATH")]
     pub criu: Option<PathBuf>,
+    /// The image layer store [default: `store` in /etc/berth/config.toml,
+    /// else /var/lib/berth].
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// How image root filesystems are made: overlay, zfs, btrfs or vfs
+    /// [default: `storage-driver` in /etc/berth/config.toml, else overlay].
+    #[arg(long, value_name = "DRIVER")]
+    pub storage_driver: Option<String>,
+    /// A storage driver option, KEY=VALUE (repeatable; e.g.
+    /// zfs.dataset=POOL/PATH names the parent dataset).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub storage_opt: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    pub fn storage_flags(&self) -> berth_backends::StorageFlags {
+        berth_backends::StorageFlags {
+            store: self.store.clone(),
+            driver: self.storage_driver.clone(),
+            options: self.storage_opt.clone(),
+        }
+    }
+
     /// `--root`, else runc's default: `$XDG_RUNTIME_DIR/berth` for a user
     /// that is not root (or is root only in a user namespace, logged in as
     /// someone else), else /run/berth.
@@ -142,6 +162,116 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Restore a container from a CRIU checkpoint.
     Restore(RestoreArgs),
+    /// Import, list, inspect and remove OCI images in the layer store.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Make bundles from images.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Snapshots of a container's writable layer (zfs and btrfs drivers).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Import an OCI image layout directory, an OCI archive or a `docker
+    /// save` tar: every blob verified, each layer unpacked once.
+    Import(ImageImportArgs),
+    /// List the images in the store.
+    #[command(alias = "list")]
+    Ls(ImageLsArgs),
+    /// Print an image's record and config as JSON.
+    Inspect(ImageRefArgs),
+    /// Remove images (layers another image or a container uses stay).
+    #[command(alias = "remove")]
+    Rm(ImageRmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImageImportArgs {
+    /// The layout directory or archive.
+    pub path: PathBuf,
+    /// The name to give it, NAME:TAG [default: the name the image carries].
+    #[arg(long, value_name = "NAME:TAG")]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageLsArgs {
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Print only the names.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageRefArgs {
+    /// NAME:TAG, NAME@sha256:…, or a manifest digest (or a prefix of its hex).
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageRmArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BundleCmd {
+    /// Write DIR/config.json for a container of an image, and an empty
+    /// DIR/rootfs that `create` mounts the image on.
+    Create(BundleCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BundleCreateArgs {
+    /// The image, NAME:TAG.
+    #[arg(long, value_name = "NAME:TAG")]
+    pub image: String,
+    /// Give the process a terminal (process.terminal).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// The bundle directory (created if missing).
+    pub dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Snapshot a stopped or paused container's writable layer.
+    Create(SnapshotCreateArgs),
+    /// List a container's snapshots, oldest first.
+    #[command(alias = "ls")]
+    List(SnapshotListArgs),
+    /// Roll a stopped container's writable layer back to a snapshot.
+    Restore(SnapshotNameArgs),
+    /// Delete a snapshot.
+    #[command(alias = "rm")]
+    Delete(SnapshotNameArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotCreateArgs {
+    pub id: String,
+    /// The snapshot's name [default: the current UTC time, YYYYMMDDTHHMMSSZ].
+    pub name: Option<String>,
+    /// Then delete the oldest snapshots beyond this many.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotListArgs {
+    pub id: String,
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotNameArgs {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod exec;
+mod images;
 mod log;
 mod manage;
 mod sealed;
@@ -111,10 +112,11 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
     let warn_logger = std::rc::Rc::clone(logger);
-    let rt = Runtime::new(
+    let mut rt = Runtime::new(
         cli.root_dir(),
         Box::new(move |w| warn_logger.log(Level::Warning, w)),
     );
+    rt.storage = cli.storage_flags();
     logger.log(Level::Debug, &format!("command {:?}", cli.command));
     match &cli.command {
         Command::Create(a) => {
@@ -163,6 +165,9 @@ fn dispatch(cli: &Cli, logger: &std::rc::Rc<Logger>) -> Result<u8> {
         Command::Events(a) => manage::events(&rt, a)?,
         Command::Checkpoint(a) => commands::checkpoint(cli, &rt, a)?,
         Command::Restore(a) => return commands::restore(cli, &rt, a),
+        Command::Image(c) => images::image(cli, &rt, c)?,
+        Command::Bundle(c) => images::bundle(cli, &rt, c)?,
+        Command::Snapshot(c) => images::snapshot(&rt, c)?,
         Command::Features => println!(
             "{}",
             serde_json::to_string_pretty(&berth_bundle::features(berth_bundle::HostLsm {
@@ -238,8 +243,8 @@ fn list(rt: &Runtime, a: &cli::ListArgs) -> Result<()> {
 }
 
 /// Columns padded as runc's tabwriter pads them (cell at least 12 wide, 3 spaces of padding).
-fn table(rows: &[[String; 6]]) -> String {
-    let widths: Vec<usize> = (0..6)
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| {
             rows.iter()
                 .map(|r| r[c].chars().count() + 3)
@@ -251,7 +256,7 @@ fn table(rows: &[[String; 6]]) -> String {
     let mut s = String::new();
     for r in rows {
         for (c, cell) in r.iter().enumerate() {
-            if c == 5 {
+            if c == N - 1 {
                 s.push_str(cell);
             } else {
                 s.push_str(&format!("{cell:<w$}", w = widths[c]));
@@ -264,11 +269,16 @@ fn table(rows: &[[String; 6]]) -> String {
 
 fn spec(a: &cli::SpecArgs) -> Result<()> {
     let dir = a.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
+    write_config(&dir, &berth_bundle::template(a.rootless))
+}
+
+/// Write `dir/config.json` (refusing to overwrite one), capabilities sorted.
+fn write_config(dir: &std::path::Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
     let path = dir.join("config.json");
     if path.exists() {
         return Err(anyhow!("File {} exists. Remove it first", path.display()));
     }
-    let mut value = serde_json::to_value(berth_bundle::template(a.rootless))?;
+    let mut value = serde_json::to_value(spec)?;
     sort_capabilities(&mut value);
     let text = serde_json::to_string_pretty(&value)? + "\n";
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))

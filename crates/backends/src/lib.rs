@@ -12,6 +12,7 @@ pub mod criu;
 mod crun;
 pub mod exec;
 mod foreground;
+pub mod images;
 mod native;
 pub mod ops;
 
@@ -31,6 +32,8 @@ pub enum BackendError {
     Linux(#[from] berth_linux::LinuxError),
     #[error(transparent)]
     Cgroup(#[from] berth_cgroups::CgroupError),
+    #[error(transparent)]
+    Storage(#[from] berth_storage::StorageError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -179,6 +182,21 @@ pub fn config_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/berth/config.toml"))
 }
 
+/// The host config file as a TOML table (None when there is no file).
+fn config_table(config: &Path) -> Result<Option<toml::Table>> {
+    let text = match std::fs::read_to_string(config) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(format!("read {}", config.display()))(e)),
+    };
+    text.parse()
+        .map(Some)
+        .map_err(|e: toml::de::Error| BackendError::Config {
+            path: config.to_path_buf(),
+            msg: e.message().to_string(),
+        })
+}
+
 /// Which backend runs this container.
 pub fn choose(spec: &oci_spec::runtime::Spec, config: &Path) -> Result<String> {
     if let Some(name) = spec
@@ -188,17 +206,9 @@ pub fn choose(spec: &oci_spec::runtime::Spec, config: &Path) -> Result<String> {
     {
         return Ok(name.clone());
     }
-    let text = match std::fs::read_to_string(config) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("native".into()),
-        Err(e) => return Err(io_err(format!("read {}", config.display()))(e)),
+    let Some(table) = config_table(config)? else {
+        return Ok("native".into());
     };
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| BackendError::Config {
-            path: config.to_path_buf(),
-            msg: e.message().to_string(),
-        })?;
     match table.get("backend") {
         None => Ok("native".into()),
         Some(toml::Value::String(name)) if berth_bundle::BACKENDS.contains(&name.as_str()) => {
@@ -215,6 +225,89 @@ pub fn choose(spec: &oci_spec::runtime::Spec, config: &Path) -> Result<String> {
                     .join(", ")
             ),
         }),
+    }
+}
+
+/// `--store`, `--storage-driver` and `--storage-opt` as given on the
+/// command line (unset: from the config file, else the defaults).
+#[derive(Debug, Default, Clone)]
+pub struct StorageFlags {
+    pub store: Option<PathBuf>,
+    pub driver: Option<String>,
+    /// `KEY=VALUE` each.
+    pub options: Vec<String>,
+}
+
+/// The layer store and driver: flags first, then `store`,
+/// `storage-driver` and `storage-opt` (an array of "KEY=VALUE") in the
+/// config file, then /var/lib/berth and overlay. Options merge key by
+/// key, the flag's value winning.
+pub fn store_config(flags: &StorageFlags, config: &Path) -> Result<berth_storage::StoreConfig> {
+    let table = config_table(config)?.unwrap_or_default();
+    let bad = |key: &str, what: &str| BackendError::Config {
+        path: config.to_path_buf(),
+        msg: format!("{key}: {what}"),
+    };
+    let text = |key: &str| -> Result<Option<String>> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(key, "must be a string")),
+        }
+    };
+    let root = match &flags.store {
+        Some(p) => p.clone(),
+        None => text("store")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(berth_storage::DEFAULT_STORE)),
+    };
+    let driver = match &flags.driver {
+        Some(d) => d.parse()?,
+        None => match text("storage-driver")? {
+            Some(d) => d
+                .parse()
+                .map_err(|e: berth_storage::StorageError| bad("storage-driver", &e.to_string()))?,
+            None => berth_storage::DriverKind::Overlay,
+        },
+    };
+    let mut options = std::collections::BTreeMap::new();
+    match table.get("storage-opt") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for item in items {
+                let Some(kv) = item.as_str() else {
+                    return Err(bad(
+                        "storage-opt",
+                        "must be an array of \"KEY=VALUE\" strings",
+                    ));
+                };
+                let (k, v) = split_opt(kv).map_err(|e| bad("storage-opt", &e))?;
+                options.insert(k, v);
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "storage-opt",
+                "must be an array of \"KEY=VALUE\" strings",
+            ))
+        }
+    }
+    for kv in &flags.options {
+        let (k, v) =
+            split_opt(kv).map_err(|e| BackendError::Invalid(format!("--storage-opt {e}")))?;
+        options.insert(k, v);
+    }
+    Ok(berth_storage::StoreConfig {
+        root,
+        driver,
+        options,
+    })
+}
+
+fn split_opt(kv: &str) -> std::result::Result<(String, String), String> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{kv:?}: expected KEY=VALUE")),
     }
 }
 
@@ -248,6 +341,60 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("config.toml"));
+    }
+
+    #[test]
+    fn storage_flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        let none = StorageFlags::default();
+        let c = store_config(&none, &cfg).unwrap();
+        assert_eq!(c.root, PathBuf::from("/var/lib/berth"));
+        assert_eq!(c.driver, berth_storage::DriverKind::Overlay);
+        std::fs::write(
+            &cfg,
+            "store = \"/s\"\nstorage-driver = \"zfs\"\nstorage-opt = [\"zfs.dataset=a/b\", \"x=1\"]\n",
+        )
+        .unwrap();
+        let c = store_config(&none, &cfg).unwrap();
+        assert_eq!(c.root, PathBuf::from("/s"));
+        assert_eq!(c.driver, berth_storage::DriverKind::Zfs);
+        assert_eq!(c.options["zfs.dataset"], "a/b");
+        let flags = StorageFlags {
+            store: Some("/t".into()),
+            driver: Some("vfs".into()),
+            options: vec!["x=2".into()],
+        };
+        let c = store_config(&flags, &cfg).unwrap();
+        assert_eq!(
+            (
+                c.root,
+                c.driver,
+                c.options["x"].as_str(),
+                c.options["zfs.dataset"].as_str()
+            ),
+            (
+                PathBuf::from("/t"),
+                berth_storage::DriverKind::Vfs,
+                "2",
+                "a/b"
+            )
+        );
+        let bad = StorageFlags {
+            options: vec!["novalue".into()],
+            ..Default::default()
+        };
+        let e = store_config(&bad, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("--storage-opt \"novalue\": expected KEY=VALUE"),
+            "{e}"
+        );
+        std::fs::write(&cfg, "storage-driver = \"ext9\"\n").unwrap();
+        let e = store_config(&none, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("storage-driver: unknown storage driver \"ext9\""),
+            "{e}"
+        );
     }
 
     #[test]

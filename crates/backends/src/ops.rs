@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use berth_state::{Container, OciState, Record, Root, StateError, Status};
 
-use crate::{backend, choose, config_path, io_err, BackendError, CreateRequest, Created, Result};
+use crate::{
+    backend, choose, config_path, io_err, BackendError, CreateRequest, Created, Result,
+    StorageFlags,
+};
 
 /// `create`/`run` options (runc's flags).
 #[derive(Debug, Default, Clone)]
@@ -31,6 +34,8 @@ pub struct Runtime {
     pub config: PathBuf,
     /// Where warnings go (the CLI's logger).
     pub warn: Box<dyn Fn(&str)>,
+    /// The layer store flags, for bundles whose rootfs comes from an image.
+    pub storage: StorageFlags,
 }
 
 impl Runtime {
@@ -39,6 +44,7 @@ impl Runtime {
             root: Root::new(root),
             config: config_path(),
             warn,
+            storage: StorageFlags::default(),
         }
     }
 
@@ -80,12 +86,15 @@ impl Runtime {
             keep_console,
             warn: &*self.warn,
         };
-        let created = engine.create(&req, &mut rec).and_then(|created| {
-            if let Some(p) = &opts.pid_file {
-                write_pid_file(p, created.pid)?;
-            }
-            Ok(created)
-        });
+        let created = self
+            .assemble_rootfs(&container, &bundle, &mut rec)
+            .and_then(|()| engine.create(&req, &mut rec))
+            .and_then(|created| {
+                if let Some(p) = &opts.pid_file {
+                    write_pid_file(p, created.pid)?;
+                }
+                Ok(created)
+            });
         match created {
             Ok(created) => Ok((container, rec, created)),
             Err(e) => Err(abandon(engine.as_ref(), container, &rec, e)),
@@ -262,6 +271,7 @@ impl Runtime {
             });
         }
         engine.destroy(&c, &rec)?;
+        teardown_rootfs(&rec)?;
         c.destroy()?;
         self.warn_hooks(&rec, Status::Stopped, |h| h.poststop().clone());
         Ok(())
@@ -309,6 +319,61 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// A bundle whose config names an image (`run.berth.image`): record
+    /// what its root filesystem will be made of, then make it at root.path.
+    fn assemble_rootfs(
+        &self,
+        c: &Container,
+        bundle: &berth_bundle::Bundle,
+        rec: &mut Record,
+    ) -> Result<()> {
+        let annotations = bundle.spec.annotations().as_ref();
+        let Some(image) = annotations.and_then(|a| a.get(berth_storage::IMAGE_ANNOTATION)) else {
+            return Ok(());
+        };
+        let manifest = annotations
+            .and_then(|a| a.get(berth_storage::MANIFEST_ANNOTATION))
+            .map(|m| {
+                berth_storage::Digest::parse(m).map_err(|e| {
+                    BackendError::Invalid(format!(
+                        "annotation {}: {e}",
+                        berth_storage::MANIFEST_ANNOTATION
+                    ))
+                })
+            })
+            .transpose()?;
+        let store = berth_storage::Store::open(crate::store_config(&self.storage, &self.config)?)?;
+        let key = berth_storage::container_key(self.root.path(), &rec.id);
+        let plan = store.plan_rootfs(&key, image, manifest.as_ref(), &bundle.rootfs)?;
+        rec.storage = Some(serde_json::to_value(&plan).unwrap_or_default());
+        c.save(rec)?;
+        berth_storage::mount_rootfs(&plan)?;
+        Ok(())
+    }
+}
+
+/// The image rootfs a record describes, if any.
+pub(crate) fn rootfs_record(rec: &Record) -> Result<Option<berth_storage::RootfsRecord>> {
+    rec.storage
+        .as_ref()
+        .map(|v| {
+            serde_json::from_value(v.clone()).map_err(|e| {
+                BackendError::Invalid(format!("container {}: its storage record: {e}", rec.id))
+            })
+        })
+        .transpose()
+}
+
+/// Take down the root filesystem berth assembled from an image (nothing
+/// for a bundle with its own rootfs).
+fn teardown_rootfs(rec: &Record) -> Result<()> {
+    match rootfs_record(rec)? {
+        Some(r) => Ok(berth_storage::teardown(&r)?),
+        None => Ok(()),
+    }
+}
+
 /// The first record of a container made from `bundle` (no process yet).
 pub(crate) fn new_record(id: &str, bundle: &berth_bundle::Bundle, backend: String) -> Record {
     Record {
@@ -329,6 +394,7 @@ pub(crate) fn new_record(id: &str, bundle: &berth_bundle::Bundle, backend: Strin
         backend,
         cgroup_paths: Default::default(),
         cgroup_shared: false,
+        storage: None,
         config: serde_json::to_value(&bundle.spec).unwrap_or_default(),
     }
 }
@@ -357,7 +423,11 @@ fn abandon(
     rec: &Record,
     cause: BackendError,
 ) -> BackendError {
-    match engine.destroy(&c, rec).and_then(|_| Ok(c.destroy()?)) {
+    let undo = engine
+        .destroy(&c, rec)
+        .and_then(|()| teardown_rootfs(rec))
+        .and_then(|()| Ok(c.destroy()?));
+    match undo {
         Ok(()) => cause,
         Err(cleanup) => BackendError::Invalid(format!(
             "{cause} (and cleaning up after it failed: {cleanup})"

@@ -39,6 +39,12 @@ pub struct Record {
     /// The validated config.json, kept for `delete` (poststop hooks) and friends.
     #[serde(default)]
     pub config: serde_json::Value,
+    /// What the root filesystem was assembled from (berth-storage's
+    /// `RootfsRecord`), saved before anything is mounted or cloned so
+    /// `delete --force` can take it down after a crash. None: the bundle
+    /// brought its own rootfs directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<serde_json::Value>,
 }
 
 impl Record {
@@ -184,6 +190,7 @@ pub(crate) mod tests {
             backend: "native".into(),
             cgroup_paths: [("unified".to_string(), PathBuf::from("/sys/fs/cgroup/x"))].into(),
             cgroup_shared: false,
+            storage: None,
             config: serde_json::json!({"ociVersion": "1.0.2-dev", "process": {"args": ["sh"]}}),
         }
     }
