@@ -20,6 +20,9 @@ PKGS=(
 	uidmap         # newuidmap/newgidmap: rootless berth's subordinate id mappings (tests/rootless.rs)
 	procps         # ps(1): `berth ps` runs it (tests/manage.rs)
 	criu           # checkpoint/restore (tests/checkpoint.rs skip with `criu check`'s reason when it fails, as 3.17 does on this kernel)
+	zfs-fuse       # the zfs storage driver: real ZFS in userspace (hack/zfs-fuse.sh starts its daemon for the tests)
+	btrfs-progs    # mkfs.btrfs for the btrfs storage driver's tests (loop-mounted file)
+	umoci          # hack/image-bench: the unpack throughput berth is compared with
 )
 # shellcheck disable=SC2206
 PKGS+=(${BERTH_EXTRA_PKGS:-})
