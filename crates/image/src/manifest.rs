@@ -263,7 +263,10 @@ fn resolve_oci(src: &Source, platform: &Platform, name: Option<&str>) -> Result<
     let mut best: Option<(bool, &Candidate, &Option<String>)> = None;
     for (r, c) in &cands {
         if let Some((os, arch, variant)) = &c.platform {
-            available.insert(platform_name(os, arch, variant.as_deref()));
+            // buildkit's attestation manifests say unknown/unknown.
+            if os != "unknown" {
+                available.insert(platform_name(os, arch, variant.as_deref()));
+            }
             if platform.matches(os, arch, variant.as_deref()) {
                 let exact = variant.is_some() && variant == &platform.variant;
                 if best.is_none() || (exact && !best.unwrap().0) {

@@ -367,8 +367,8 @@ impl Source {
     }
 }
 
-/// An entry's name in the index, following docker-save's symlinked layer
-/// tars (`x/layer.tar -> ../y/layer.tar`) and hardlinks, a few hops at most.
+/// An entry's name in the index (links were resolved when indexing: a
+/// docker-save layer tar may be a symlink to an earlier identical one).
 fn resolve_entry(entries: &HashMap<String, (u64, u64)>, name: &str) -> Option<String> {
     let n = normalize(name);
     entries.contains_key(&n).then_some(n)

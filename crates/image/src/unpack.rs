@@ -91,6 +91,7 @@ pub fn unpack(tar: impl Read, dest: &Path, mode: Whiteouts, blob: &str) -> Resul
         link: Vec::new(),
         raw: Vec::new(),
         xattrs: Vec::new(),
+        pax_mtime: None,
         cache: None,
         mine: HashMap::new(),
         dir_times: Vec::new(),
@@ -148,12 +149,53 @@ struct Unpacker<'b> {
     /// The current entry's name as the tar has it (for messages).
     raw: Vec<u8>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The entry's PAX `mtime` (sub-second precision), if it has one.
+    pax_mtime: Option<TimeSpec>,
     /// The last parent directory opened: its path and an O_PATH fd.
     cache: Option<(Vec<u8>, OwnedFd)>,
     /// Apply mode: paths this layer made (true) or put things into (false).
     mine: HashMap<Vec<u8>, bool>,
     dir_times: Vec<(Vec<u8>, TimeSpec)>,
     stats: Stats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(parse_pax_time("12"), Some(TimeSpec::new(12, 0)));
+        assert_eq!(parse_pax_time("12.5"), Some(TimeSpec::new(12, 500_000_000)));
+        assert_eq!(
+            parse_pax_time("12.123456789999"),
+            Some(TimeSpec::new(12, 123_456_789))
+        );
+        assert_eq!(
+            parse_pax_time("-1.25"),
+            Some(TimeSpec::new(-2, 750_000_000))
+        );
+        assert_eq!(parse_pax_time("x"), None);
+        assert_eq!(parse_pax_time("1.x"), None);
+    }
+
+    #[test]
+    fn cleaning() {
+        let mut out = Vec::new();
+        assert_eq!(clean(b"./a//b/./c/", &mut out), Ok(()));
+        assert_eq!(out, b"a/b/c");
+        assert_eq!(clean(b"./", &mut out), Ok(()));
+        assert!(out.is_empty());
+        assert!(clean(b"a/../b", &mut out).is_err());
+        assert!(clean(b"/a", &mut out).is_err());
+        assert!(clean(b"..", &mut out).is_err());
+        assert_eq!(split(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
+        assert_eq!(split(b"c"), (&b""[..], &b"c"[..]));
+        assert!(is_zero(&[0u8; 4096]));
+        let mut b = [0u8; 4096];
+        b[4095] = 1;
+        assert!(!is_zero(&b));
+    }
 }
 
 /// `raw` without `./` and empty components, into `out`; Err(why) for an
@@ -362,6 +404,24 @@ fn lsetxattr(path: &CStr, name: &CStr, value: &[u8]) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
+/// A PAX time (`1600000000` or `1600000000.123456789`; negative allowed).
+fn parse_pax_time(v: &str) -> Option<TimeSpec> {
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nanos: i64 = 0;
+    for i in 0..9 {
+        nanos = nanos * 10 + frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+    }
+    if v.starts_with('-') && nanos > 0 {
+        // -1.5 is 1.5 s before the epoch: -2 s + 0.5 s.
+        return Some(TimeSpec::new(secs - 1, 1_000_000_000 - nanos));
+    }
+    Some(TimeSpec::new(secs, nanos))
+}
+
 fn cstring(b: &[u8]) -> Option<std::ffi::CString> {
     std::ffi::CString::new(b).ok()
 }
@@ -547,8 +607,8 @@ impl Unpacker<'_> {
             return self.whiteout(&dir, &target);
         }
 
-        let meta = self.meta(e)?;
         self.read_pax(e)?;
+        let meta = self.meta(e)?;
         self.stats.entries += 1;
 
         use tar::EntryType as T;
@@ -575,13 +635,16 @@ impl Unpacker<'_> {
             uid,
             gid,
             mode: mode & 0o7777,
-            mtime: TimeSpec::new(mtime.min(i64::MAX as u64) as i64, 0),
+            mtime: self
+                .pax_mtime
+                .unwrap_or_else(|| TimeSpec::new(mtime.min(i64::MAX as u64) as i64, 0)),
         })
     }
 
     /// xattrs (and a precise mtime) from the entry's PAX records.
     fn read_pax<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<()> {
         self.xattrs.clear();
+        self.pax_mtime = None;
         let exts = match e.pax_extensions() {
             Ok(Some(x)) => x,
             Ok(None) => return Ok(()),
@@ -593,7 +656,9 @@ impl Unpacker<'_> {
                 entry: String::from_utf8_lossy(&self.raw).into_owned(),
                 msg: format!("bad PAX record: {err}"),
             })?;
-            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+            if ext.key_bytes() == b"mtime" {
+                self.pax_mtime = ext.value().ok().and_then(parse_pax_time);
+            } else if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
                 self.xattrs
                     .push((name.to_vec(), ext.value_bytes().to_vec()));
             }

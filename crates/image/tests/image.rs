@@ -415,3 +415,59 @@ fn bad_layout_version_and_unknown_tar() {
     let e = Source::open(&other).err().unwrap().to_string();
     assert!(e.contains("neither index.json"), "{e}");
 }
+
+#[test]
+fn docker_save_symlinked_duplicate_layer() {
+    // docker save writes a layer that appears twice once, the second
+    // `layer.tar` a symlink to the first.
+    let t = tmp();
+    let l0 = small_layer();
+    let diff = digest_of(&l0);
+    let config = serde_json::to_vec(&json!({
+        "architecture": host_arch(), "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff, diff]}
+    }))
+    .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(config.len() as u64);
+    b.append_data(&mut h, "c.json", &config[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(l0.len() as u64);
+    b.append_data(&mut h, "a/layer.tar", &l0[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "b/layer.tar", "../a/layer.tar")
+        .unwrap();
+    let m =
+        json!([{"Config": "c.json", "RepoTags": null, "Layers": ["a/layer.tar", "b/layer.tar"]}]);
+    let m = serde_json::to_vec(&m).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(m.len() as u64);
+    b.append_data(&mut h, "manifest.json", &m[..]).unwrap();
+    let path = t.path().join("dup.tar");
+    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+    let src = Source::open(&path).unwrap();
+    let r = resolve(&src, &host(), None).unwrap();
+    assert_eq!(r.layers.len(), 2);
+    assert_eq!(r.ref_name, None);
+    let dest = t.path().join("rootfs");
+    std::fs::create_dir(&dest).unwrap();
+    apply_all(&src, None, &dest).unwrap();
+    assert!(dest.join("etc/hello").exists());
+}
+
+#[test]
+fn tar_with_index_and_manifest_json_is_an_oci_archive() {
+    let t = tmp();
+    let tar = small_layer();
+    let img = t.path().join("img");
+    simple_layout(&img, tar.clone(), gzip(&tar), OCI_LAYER_GZ);
+    std::fs::write(img.join("manifest.json"), b"[]").unwrap();
+    let archive = t.path().join("img.tar");
+    tar_of_dir(&img, &archive);
+    let src = Source::open(&archive).unwrap();
+    assert_eq!(src.kind(), SourceKind::OciArchive);
+    assert_eq!(resolve(&src, &host(), None).unwrap().layers.len(), 1);
+}

@@ -399,3 +399,15 @@ fn trailing_garbage_and_truncated_tar() {
     assert!(e.to_string().contains(BLOB), "{e}");
     assert!(!matches!(e, ImageError::Entry { .. }), "{e}");
 }
+
+#[test]
+fn pax_mtime_with_nanoseconds() {
+    let s = Scene::new();
+    let tar = Tar::new()
+        .pax(&[("mtime", b"1700000000.25")])
+        .file("f", b"x")
+        .build();
+    s.unpack(&tar, Whiteouts::Overlay).unwrap();
+    let m = std::fs::metadata(s.dest().join("f")).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_700_000_000, 250_000_000));
+}
