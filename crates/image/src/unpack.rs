@@ -159,45 +159,6 @@ struct Unpacker<'b> {
     stats: Stats,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(parse_pax_time("12"), Some(TimeSpec::new(12, 0)));
-        assert_eq!(parse_pax_time("12.5"), Some(TimeSpec::new(12, 500_000_000)));
-        assert_eq!(
-            parse_pax_time("12.123456789999"),
-            Some(TimeSpec::new(12, 123_456_789))
-        );
-        assert_eq!(
-            parse_pax_time("-1.25"),
-            Some(TimeSpec::new(-2, 750_000_000))
-        );
-        assert_eq!(parse_pax_time("x"), None);
-        assert_eq!(parse_pax_time("1.x"), None);
-    }
-
-    #[test]
-    fn cleaning() {
-        let mut out = Vec::new();
-        assert_eq!(clean(b"./a//b/./c/", &mut out), Ok(()));
-        assert_eq!(out, b"a/b/c");
-        assert_eq!(clean(b"./", &mut out), Ok(()));
-        assert!(out.is_empty());
-        assert!(clean(b"a/../b", &mut out).is_err());
-        assert!(clean(b"/a", &mut out).is_err());
-        assert!(clean(b"..", &mut out).is_err());
-        assert_eq!(split(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
-        assert_eq!(split(b"c"), (&b""[..], &b"c"[..]));
-        assert!(is_zero(&[0u8; 4096]));
-        let mut b = [0u8; 4096];
-        b[4095] = 1;
-        assert!(!is_zero(&b));
-    }
-}
-
 /// `raw` without `./` and empty components, into `out`; Err(why) for an
 /// absolute path or a `..` component.
 fn clean(raw: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), &'static str> {
@@ -1198,5 +1159,44 @@ impl Unpacker<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(parse_pax_time("12"), Some(TimeSpec::new(12, 0)));
+        assert_eq!(parse_pax_time("12.5"), Some(TimeSpec::new(12, 500_000_000)));
+        assert_eq!(
+            parse_pax_time("12.123456789999"),
+            Some(TimeSpec::new(12, 123_456_789))
+        );
+        assert_eq!(
+            parse_pax_time("-1.25"),
+            Some(TimeSpec::new(-2, 750_000_000))
+        );
+        assert_eq!(parse_pax_time("x"), None);
+        assert_eq!(parse_pax_time("1.x"), None);
+    }
+
+    #[test]
+    fn cleaning() {
+        let mut out = Vec::new();
+        assert_eq!(clean(b"./a//b/./c/", &mut out), Ok(()));
+        assert_eq!(out, b"a/b/c");
+        assert_eq!(clean(b"./", &mut out), Ok(()));
+        assert!(out.is_empty());
+        assert!(clean(b"a/../b", &mut out).is_err());
+        assert!(clean(b"/a", &mut out).is_err());
+        assert!(clean(b"..", &mut out).is_err());
+        assert_eq!(split(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
+        assert_eq!(split(b"c"), (&b""[..], &b"c"[..]));
+        assert!(is_zero(&[0u8; 4096]));
+        let mut b = [0u8; 4096];
+        b[4095] = 1;
+        assert!(!is_zero(&b));
     }
 }
