@@ -218,7 +218,7 @@ impl<R: Read> Read for VerifyingReader<R> {
         // byte is enough to know the blob is too long.
         let limit = match self.size {
             Some(size) => {
-                let left = (size + 1).saturating_sub(self.count);
+                let left = size.saturating_add(1).saturating_sub(self.count);
                 usize::try_from(left).unwrap_or(usize::MAX).min(buf.len())
             }
             None => buf.len(),

@@ -436,7 +436,7 @@ impl<'a> Section<'a> {
         Section {
             file,
             pos: off,
-            end: off + len,
+            end: off.saturating_add(len),
         }
     }
 }
