@@ -100,7 +100,8 @@ start_daemon() {
 	fi
 	rm -f "$PIDFILE" # stale: its process is dead
 	local out
-	if ! out=$(zfs-fuse --pidfile "$PIDFILE" 2>&1); then
+	# 9>&-: the daemon must not inherit (and so hold forever) our lock.
+	if ! out=$(zfs-fuse --pidfile "$PIDFILE" 2>&1 9>&-); then
 		die "starting zfs-fuse: $out"
 	fi
 	touch "$STARTED"

@@ -735,3 +735,461 @@ fn check_mounted(dir: &Path, ds: &str) -> Result<()> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real zfs-fuse pool (hack/zfs-fuse.sh), as root. Each test
+    //! has its own child dataset and store directory.
+
+    use super::*;
+    use std::time::Instant;
+
+    /// The pool every zfs test shares (reference counted by the script).
+    const POOL: &str = "berthtest";
+
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/zfs-fuse.sh")
+    }
+
+    fn run_script(op: &str) -> std::process::Output {
+        Command::new(script())
+            .args([op, POOL])
+            .output()
+            .expect("running hack/zfs-fuse.sh")
+    }
+
+    /// A hold on the shared pool, released on drop.
+    struct Pool;
+
+    impl Pool {
+        fn acquire() -> Pool {
+            let out = run_script("acquire");
+            assert!(
+                out.status.success(),
+                "hack/zfs-fuse.sh acquire {POOL}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Pool
+        }
+    }
+
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            let out = run_script("release");
+            if !out.status.success() {
+                eprintln!(
+                    "hack/zfs-fuse.sh release {POOL}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// A test's own dataset `POOL/t-PID-N-NAME` and store directory;
+    /// everything under them is destroyed on drop.
+    struct Env {
+        zfs: Zfs,
+        ds: String,
+        store: tempfile::TempDir,
+        _pool: Pool,
+    }
+
+    impl Env {
+        fn new(name: &str) -> Env {
+            let pool = Pool::acquire();
+            static N: AtomicU64 = AtomicU64::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let ds = format!("{POOL}/t-{}-{n}-{name}", std::process::id());
+            zfs_cmd(&["create", "-o", "mountpoint=none", &ds]).unwrap();
+            let store = tempfile::Builder::new()
+                .prefix("berth-zfs-test-")
+                .tempdir_in("/tmp")
+                .unwrap();
+            let opts = BTreeMap::from([(DATASET_OPTION.to_string(), ds.clone())]);
+            let zfs = Zfs::new(store.path(), &opts).unwrap();
+            Env {
+                zfs,
+                ds,
+                store,
+                _pool: pool,
+            }
+        }
+
+        /// Datasets (not snapshots) under `name`, itself included.
+        fn datasets(name: &str) -> Vec<String> {
+            zfs_cmd(&["list", "-H", "-o", "name", "-r", name])
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect()
+        }
+
+        fn snapshots(name: &str) -> Vec<String> {
+            zfs_cmd(&["list", "-H", "-o", "name", "-t", "snapshot", "-r", name])
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect()
+        }
+
+        fn target(&self, name: &str) -> PathBuf {
+            let t = self.store.path().join("bundles").join(name);
+            std::fs::create_dir_all(&t).unwrap();
+            t
+        }
+
+        /// A layer that writes `files` and deletes `delete`.
+        fn layer(&self, hex: &str, parent: Option<&str>, files: &[(&str, &str)], delete: &[&str]) {
+            self.zfs
+                .create_layer_hex(hex, parent, &mut |dir| {
+                    for (p, content) in files {
+                        let f = dir.join(p);
+                        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                        std::fs::write(&f, content).unwrap();
+                    }
+                    for p in delete {
+                        std::fs::remove_file(dir.join(p)).unwrap();
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            // Children first (clones before their origins: reverse of the
+            // creation order is not known, so unmount all, then -R).
+            if let Ok(out) = zfs_cmd(&["list", "-H", "-o", "name", "-r", &self.ds]) {
+                for ds in out.lines().rev() {
+                    let _ = umount_ds(ds);
+                }
+            }
+            for _ in 0..BUSY_TRIES {
+                match zfs_cmd(&["destroy", "-R", &self.ds]) {
+                    Err(e) if is_busy(&e) => std::thread::sleep(BUSY_SLEEP),
+                    Err(e) if is_not_found(&e) => break,
+                    Err(e) => {
+                        eprintln!("cleaning up {}: {e}", self.ds);
+                        break;
+                    }
+                    Ok(_) => break,
+                }
+            }
+        }
+    }
+
+    fn hex(n: u64) -> String {
+        format!("{n:064x}")
+    }
+
+    fn mounted(p: &Path) -> bool {
+        mount_points().iter().any(|m| m == p)
+    }
+
+    #[test]
+    fn layers_containers_isolation_and_cleanup() {
+        let env = Env::new("basic");
+        let (l1, l2) = (hex(1), hex(2));
+        assert!(!env.zfs.has_layer_hex(&l1));
+        env.layer(
+            &l1,
+            None,
+            &[
+                ("a", "from l1"),
+                ("etc/passwd", "root:x:0:0::/:/bin/sh\n"),
+                ("keep", "k"),
+            ],
+            &[],
+        );
+        // The second layer sees the first's files and deletes one (what
+        // Whiteouts::Apply does).
+        env.layer(&l2, Some(&l1), &[("b", "from l2")], &["a"]);
+        assert!(env.zfs.has_layer_hex(&l1) && env.zfs.has_layer_hex(&l2));
+        // Renamed into place; no temporary dataset or mount left.
+        let layers = Env::datasets(&format!("{}/layers", env.ds));
+        assert_eq!(layers.len(), 3, "{layers:?}");
+        assert!(!layers.iter().any(|l| l.contains("/tmp-")), "{layers:?}");
+        let origin =
+            zfs_cmd(&["get", "-H", "-o", "value", "origin", &env.zfs.layer_ds(&l2)]).unwrap();
+        assert_eq!(origin.trim(), env.zfs.layer_snap(&l1));
+
+        // read_file from the top layer, confined to it.
+        let stack = [l1.as_str(), l2.as_str()];
+        let got = env
+            .zfs
+            .read_file_hex(&stack, Path::new("/etc/passwd"))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&b"root:x:0:0::/:/bin/sh\n"[..]));
+        assert_eq!(
+            env.zfs.read_file_hex(&stack, Path::new("/a")).unwrap(),
+            None
+        );
+        assert_eq!(
+            env.zfs
+                .read_file_hex(&[l1.as_str()], Path::new("a"))
+                .unwrap()
+                .as_deref(),
+            Some(&b"from l1"[..])
+        );
+
+        let (t1, t2) = (env.target("c1"), env.target("c2"));
+        env.zfs.mount_hex("c1", &stack, &t1).unwrap();
+        env.zfs.mount_hex("c2", &stack, &t2).unwrap();
+        assert!(mounted(&t1) && mounted(&t2));
+        assert_eq!(std::fs::read_to_string(t1.join("b")).unwrap(), "from l2");
+        assert_eq!(std::fs::read_to_string(t1.join("keep")).unwrap(), "k");
+        assert!(!t1.join("a").exists(), "l2 deleted a");
+        std::fs::write(t1.join("only-c1"), "x").unwrap();
+        std::fs::write(t1.join("keep"), "changed in c1").unwrap();
+        assert!(!t2.join("only-c1").exists());
+        assert_eq!(std::fs::read_to_string(t2.join("keep")).unwrap(), "k");
+        // The layers did not change either.
+        assert_eq!(
+            env.zfs
+                .read_file_hex(&stack, Path::new("keep"))
+                .unwrap()
+                .as_deref(),
+            Some(&b"k"[..])
+        );
+
+        // A second mount of the same key is refused and does not destroy
+        // the first.
+        assert!(env.zfs.mount_hex("c1", &stack, &env.target("c1b")).is_err());
+        assert_eq!(std::fs::read_to_string(t1.join("only-c1")).unwrap(), "x");
+
+        env.zfs.snapshot_create_key("c1", "s1").unwrap();
+        env.zfs.unmount_key("c1", &t1).unwrap();
+        env.zfs.unmount_key("c2", &t2).unwrap();
+        assert!(!mounted(&t1) && !mounted(&t2));
+        let containers = format!("{}/containers", env.ds);
+        assert_eq!(Env::datasets(&containers), vec![containers.clone()]);
+        assert!(
+            Env::snapshots(&containers).is_empty(),
+            "snapshots go with the container"
+        );
+        // Idempotent.
+        env.zfs.unmount_key("c1", &t1).unwrap();
+        env.zfs.unmount_key("never", &t1).unwrap();
+
+        // The store removes top-down; a layer with a child cannot go first.
+        assert!(
+            env.zfs.remove_layer_hex(&l1).is_err(),
+            "l2 is a clone of l1@layer"
+        );
+        assert!(env.zfs.has_layer_hex(&l1));
+        env.zfs.remove_layer_hex(&l2).unwrap();
+        env.zfs.remove_layer_hex(&l1).unwrap();
+        env.zfs.remove_layer_hex(&l1).unwrap();
+        let layers_ds = format!("{}/layers", env.ds);
+        assert_eq!(Env::datasets(&layers_ds), vec![layers_ds.clone()]);
+        assert!(!env.store.path().join("layers/zfs").join(&l2).exists());
+        assert!(!mount_points()
+            .iter()
+            .any(|m| m.starts_with(env.store.path())));
+    }
+
+    #[test]
+    fn failed_fill_leaves_nothing() {
+        let env = Env::new("fill");
+        let l1 = hex(1);
+        let err = env
+            .zfs
+            .create_layer_hex(&l1, None, &mut |dir| {
+                std::fs::write(dir.join("half"), "x").unwrap();
+                Err(StorageError::Invalid("bad tar".into()))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("bad tar"), "{err}");
+        assert!(!env.zfs.has_layer_hex(&l1));
+        let layers = format!("{}/layers", env.ds);
+        assert_eq!(Env::datasets(&layers), vec![layers.clone()]);
+        assert!(Env::snapshots(&layers).is_empty());
+        let tmp = env.store.path().join("layers/zfs/.tmp");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        // A missing parent is zfs's error, and nothing is left either.
+        let err = env
+            .zfs
+            .create_layer_hex(&hex(2), Some(&hex(9)), &mut |_| Ok(()))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert_eq!(Env::datasets(&layers), vec![layers.clone()]);
+
+        // A temporary layer left by a dead process is swept by the next
+        // create_layer; one a live process makes is not.
+        let stale = format!("{layers}/tmp-999999999-0-{}", &l1[..16]);
+        let live = format!("{layers}/tmp-{}-999-{}", std::process::id(), &l1[..16]);
+        zfs_cmd(&["create", &stale]).unwrap();
+        zfs_cmd(&["create", &live]).unwrap();
+        env.layer(&l1, None, &[("f", "1")], &[]);
+        let now = Env::datasets(&layers);
+        assert!(!now.contains(&stale), "{now:?}");
+        assert!(now.contains(&live), "{now:?}");
+        destroy_ds(&live, true).unwrap();
+    }
+
+    #[test]
+    fn snapshots_create_list_restore_delete() {
+        let env = Env::new("snap");
+        let l1 = hex(1);
+        env.layer(&l1, None, &[("f", "v0")], &[]);
+        let t = env.target("c");
+        env.zfs.mount_hex("c", &[&l1], &t).unwrap();
+        for bad in ["", "-x", "a/b", "a@b", "a b", &"x".repeat(65), ".."] {
+            let err = env.zfs.snapshot_create_key("c", bad).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+        let ok64 = "A-z_0.9:".repeat(8);
+        check_snapshot_name(&ok64).unwrap();
+
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for (i, name) in ["one", "two", "three", "four"].iter().enumerate() {
+            std::fs::write(t.join("f"), format!("v{}", i + 1)).unwrap();
+            env.zfs.snapshot_create_key("c", name).unwrap();
+        }
+        assert!(env.zfs.snapshot_create_key("c", "two").is_err(), "exists");
+        let list = env.zfs.snapshot_list_key("c").unwrap();
+        let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["one", "two", "three", "four"], "oldest first");
+        for s in &list {
+            assert_eq!(s.created.len(), 20, "{}", s.created);
+            assert!(s.created.ends_with('Z'));
+            assert!(
+                s.created >= rfc3339_utc(start - 1, 0),
+                "{} vs start",
+                s.created
+            );
+        }
+
+        // keep-last 2, as lib.rs does it: delete the oldest beyond 2.
+        let list = env.zfs.snapshot_list_key("c").unwrap();
+        for s in &list[..list.len() - 2] {
+            env.zfs.snapshot_delete_key("c", &s.name).unwrap();
+        }
+        let names: Vec<String> = env
+            .zfs
+            .snapshot_list_key("c")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["three", "four"]);
+        let err = env.zfs.snapshot_delete_key("c", "one").unwrap_err();
+        assert!(err.to_string().contains("\"one\""), "{err}");
+
+        // Restore "three": its content, later snapshots gone, still mounted.
+        std::fs::write(t.join("f"), "v9").unwrap();
+        std::fs::write(t.join("new"), "n").unwrap();
+        env.zfs.snapshot_restore_key("c", "three", &t).unwrap();
+        assert!(mounted(&t));
+        assert_eq!(std::fs::read_to_string(t.join("f")).unwrap(), "v3");
+        assert!(!t.join("new").exists());
+        let names: Vec<String> = env
+            .zfs
+            .snapshot_list_key("c")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["three"]);
+        let err = env.zfs.snapshot_restore_key("c", "four", &t).unwrap_err();
+        assert!(err.to_string().contains("\"four\""), "{err}");
+
+        env.zfs.unmount_key("c", &t).unwrap();
+        assert!(Env::snapshots(&format!("{}/containers", env.ds)).is_empty());
+    }
+
+    #[test]
+    fn unmount_retries_while_busy() {
+        let env = Env::new("busy");
+        let l1 = hex(1);
+        env.layer(&l1, None, &[("f", "x")], &[]);
+        let t = env.target("c");
+        env.zfs.mount_hex("c", &[&l1], &t).unwrap();
+        // An open file keeps the mount busy for a while.
+        let f = std::fs::File::open(t.join("f")).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            drop(f);
+        });
+        let start = Instant::now();
+        env.zfs.unmount_key("c", &t).unwrap();
+        closer.join().unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(500),
+            "did not wait for the busy mount"
+        );
+        assert!(!mounted(&t));
+        assert!(!dataset_exists(&env.zfs.container_ds("c")).unwrap());
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let store = tempfile::tempdir().unwrap();
+        let err = Zfs::new(store.path(), &BTreeMap::new()).err().unwrap();
+        assert!(err.to_string().contains("zfs.dataset"), "{err}");
+        let opts = BTreeMap::from([
+            (DATASET_OPTION.to_string(), "p/x".to_string()),
+            ("zfs.bogus".to_string(), "1".to_string()),
+        ]);
+        let err = Zfs::new(store.path(), &opts).err().unwrap();
+        assert!(err.to_string().contains("zfs.bogus"), "{err}");
+
+        let _pool = Pool::acquire();
+        let opts = BTreeMap::from([(DATASET_OPTION.to_string(), format!("{POOL}/no-such-ds"))]);
+        let err = Zfs::new(store.path(), &opts).err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("no-such-ds") && msg.contains("does not exist"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400, 0), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339_utc(1_714_564_800, 5),
+            "2024-05-01T12:00:00.000000005Z"
+        );
+        assert_eq!(rfc3339_utc(-1, 0), "1969-12-31T23:59:59Z");
+    }
+
+    /// Rootfs assembly time (mount) on 1, 20 and 100 layers; printed, not
+    /// asserted (`cargo test -- --nocapture`).
+    #[test]
+    fn mount_time_by_depth() {
+        let env = Env::new("depth");
+        let mut made = 0u64;
+        let mut stack: Vec<String> = Vec::new();
+        for depth in [1usize, 20, 100] {
+            while stack.len() < depth {
+                made += 1;
+                let h = hex(made);
+                let name = format!("f{made}");
+                env.layer(&h, stack.last().map(String::as_str), &[(&name, "x")], &[]);
+                stack.push(h);
+            }
+            let refs: Vec<&str> = stack.iter().map(String::as_str).collect();
+            let t = env.target(&format!("d{depth}"));
+            let start = Instant::now();
+            env.zfs.mount_hex(&format!("d{depth}"), &refs, &t).unwrap();
+            let took = start.elapsed();
+            assert!(t.join(format!("f{depth}")).exists() && t.join("f1").exists());
+            let start = Instant::now();
+            env.zfs.unmount_key(&format!("d{depth}"), &t).unwrap();
+            println!(
+                "zfs (zfs-fuse): {depth:3} layers: mount {:?}, unmount {:?}",
+                took,
+                start.elapsed()
+            );
+        }
+        for h in stack.iter().rev() {
+            env.zfs.remove_layer_hex(h).unwrap();
+        }
+    }
+}
