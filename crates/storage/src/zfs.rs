@@ -170,10 +170,11 @@ impl Zfs {
         // Unmount first: all writes reach the pool before the snapshot, and
         // zfs-fuse cannot rename a mounted dataset.
         umount_ds(&tmp)?;
-        zfs_cmd(&["inherit", "mountpoint", &tmp])?;
-        zfs_cmd(&["snapshot", &format!("{tmp}@{LAYER_SNAP}")])?;
+        retry_busy(|| zfs_cmd(&["inherit", "mountpoint", &tmp]))?;
+        retry_busy(|| zfs_cmd(&["snapshot", &format!("{tmp}@{LAYER_SNAP}")]))?;
         let fin = self.layer_ds(hex);
-        if let Err(e) = zfs_cmd(&["rename", &tmp, &fin]) {
+        // zfs-fuse may still be finishing the unmount: "busy" for a moment.
+        if let Err(e) = retry_busy(|| zfs_cmd(&["rename", &tmp, &fin])) {
             if self.has_layer_hex(hex) {
                 // Made by someone else meanwhile: theirs is as good.
                 return Ok(());
@@ -514,6 +515,20 @@ pub(crate) fn dataset_exists(name: &str) -> Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// `op`, tried again (up to [`BUSY_TRIES`] times) while zfs says "busy".
+fn retry_busy<T>(mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut tries = 1;
+    loop {
+        match op() {
+            Err(e) if is_busy(&e) && tries < BUSY_TRIES => {
+                tries += 1;
+                std::thread::sleep(BUSY_SLEEP);
+            }
+            res => return res,
+        }
     }
 }
 
@@ -1162,6 +1177,7 @@ mod tests {
     /// Rootfs assembly time (mount) on 1, 20 and 100 layers; printed, not
     /// asserted (`cargo test -- --nocapture`).
     #[test]
+    #[ignore = "a measurement, ~3 min on zfs-fuse (100 layers): cargo test -p berth-storage --lib -- --ignored --nocapture mount_time"]
     fn mount_time_by_depth() {
         let env = Env::new("depth");
         let mut made = 0u64;
