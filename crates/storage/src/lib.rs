@@ -218,6 +218,79 @@ pub fn snapshot_delete(rec: &RootfsRecord, name: &str) -> Result<()> {
     driver::open(&rec.store)?.snapshot_delete(&rec.key, name)
 }
 
+/// Helpers for the crate's own tests: temporary stores that clean up
+/// (unmounting what is left under them) and mount checks.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::path::{Path, PathBuf};
+
+    use berth_image::Digest;
+
+    /// A directory under /tmp, unmounted and removed on drop.
+    pub(crate) struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "berth-storage-{tag}-{}",
+                crate::store::temp_suffix()
+            ));
+            std::fs::create_dir(&p).unwrap();
+            TempDir(p)
+        }
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let mut left = mounts_under(&self.0);
+            left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+            for m in left {
+                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Mount points at or under `dir`, from /proc/self/mountinfo.
+    pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(|m| PathBuf::from(unescape(m)))
+            .filter(|m| m.starts_with(dir))
+            .collect()
+    }
+
+    pub(crate) fn is_mounted(p: &Path) -> bool {
+        mounts_under(p).iter().any(|m| m == p)
+    }
+
+    /// mountinfo escapes space, tab, newline and backslash as \ooo.
+    fn unescape(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+                out.push(u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap());
+                i += 4;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A chain ID unique to this test run.
+    pub(crate) fn chain(tag: &str) -> Digest {
+        Digest::sha256_of(format!("{tag}-{}", crate::store::temp_suffix()).as_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -384,3 +384,190 @@ fn fs_log(fs: &OwnedFd) -> String {
     }
     out.join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{chain, is_mounted, mounts_under, TempDir};
+    use crate::vfs::set_xattr;
+    use nix::sys::stat::{Mode, SFlag};
+
+    fn write(dir: &Path, rel: &str, content: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    fn whiteout(dir: &Path, rel: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+    }
+
+    fn opaque(dir: &Path, rel: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(&p).unwrap();
+        set_xattr(&p, &OPAQUE_XATTR.to_owned(), b"y").unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Two layers: the second deletes a/x, makes d opaque and shadows f.
+    fn two_layers(ov: &Overlay) -> Vec<Digest> {
+        let (l1, l2) = (chain("l1"), chain("l2"));
+        ov.create_layer(&l1, None, &mut |d| {
+            write(d, "a/x", "x");
+            write(d, "a/y", "y");
+            write(d, "d/old", "old");
+            write(d, "f", "bottom");
+            Ok(())
+        })
+        .unwrap();
+        ov.create_layer(&l2, Some(&l1), &mut |d| {
+            whiteout(d, "a/x");
+            opaque(d, "d");
+            write(d, "d/new", "new");
+            write(d, "f", "top");
+            Ok(())
+        })
+        .unwrap();
+        vec![l1, l2]
+    }
+
+    #[test]
+    fn layers_whiteouts_and_containers() {
+        let store = TempDir::new("ovl");
+        let ov = Overlay::new(store.path());
+        let layers = two_layers(&ov);
+        assert!(layers.iter().all(|l| ov.has_layer(l)));
+        let t1 = store.path().join("bundle1/rootfs");
+        let t2 = store.path().join("bundle2/rootfs");
+        ov.mount("k1", &layers, &t1).unwrap();
+        assert!(is_mounted(&t1));
+        assert_eq!(fs::read_to_string(t1.join("f")).unwrap(), "top");
+        assert_eq!(names(&t1.join("a")), ["y"]);
+        assert_eq!(names(&t1.join("d")), ["new"]);
+        // read_file sees what the container sees.
+        let read = |p: &str| ov.read_file(&layers, Path::new(p)).unwrap();
+        assert_eq!(read("/f").unwrap(), b"top");
+        assert_eq!(read("/a/y").unwrap(), b"y");
+        assert!(read("/a/x").is_none());
+        assert!(read("/d/old").is_none());
+        assert_eq!(read("d/new").unwrap(), b"new");
+        assert_eq!(
+            ov.read_file(&layers[..1], Path::new("/d/old"))
+                .unwrap()
+                .unwrap(),
+            b"old"
+        );
+
+        // Writes stay in their container.
+        fs::write(t1.join("written"), "1").unwrap();
+        fs::remove_file(t1.join("a/y")).unwrap();
+        ov.mount("k2", &layers, &t2).unwrap();
+        assert!(!t2.join("written").exists());
+        assert!(t2.join("a/y").exists());
+        assert!(ov.diff(&layers[0]).join("a/y").exists(), "a layer changed");
+
+        ov.unmount("k1", &t1).unwrap();
+        assert!(!is_mounted(&t1));
+        assert!(!container_path(store.path(), DriverKind::Overlay, "k1").exists());
+        ov.unmount("k1", &t1).unwrap();
+        ov.unmount("k2", &t2).unwrap();
+        assert!(mounts_under(store.path()).is_empty());
+        // Never mounted: fine too.
+        ov.unmount("k3", &store.path().join("nowhere")).unwrap();
+    }
+
+    #[test]
+    fn two_hundred_layers_top_wins() {
+        let store = TempDir::new("ovl200");
+        let ov = Overlay::new(store.path());
+        let mut layers: Vec<Digest> = Vec::new();
+        for i in 0..200 {
+            let c = chain(&format!("l{i}"));
+            ov.create_layer(&c, layers.last(), &mut |d| {
+                write(d, "n", &i.to_string());
+                write(d, &format!("only-{i}"), "");
+                Ok(())
+            })
+            .unwrap();
+            layers.push(c);
+        }
+        let t = store.path().join("rootfs");
+        ov.mount("k", &layers, &t).unwrap();
+        assert_eq!(fs::read_to_string(t.join("n")).unwrap(), "199");
+        assert!(t.join("only-0").exists() && t.join("only-199").exists());
+        assert_eq!(fs::read_dir(&t).unwrap().count(), 201);
+        ov.unmount("k", &t).unwrap();
+        assert!(!is_mounted(&t));
+    }
+
+    #[test]
+    fn single_layer_read_only_and_mounted_twice() {
+        let store = TempDir::new("ovl1");
+        let ov = Overlay::new(store.path());
+        let l = chain("one");
+        ov.create_layer(&l, None, &mut |d| {
+            write(d, "etc/hostname", "h");
+            fs::set_permissions(d, fs::Permissions::from_mode(0o751)).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        let t = store.path().join("rootfs");
+        ov.mount("k", std::slice::from_ref(&l), &t).unwrap();
+        // The root directory has the image's mode, not the upper dir's 0700.
+        assert_eq!(fs::metadata(&t).unwrap().mode() & 0o7777, 0o751);
+        nix::mount::mount(
+            None::<&str>,
+            &t,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .unwrap();
+        let e = fs::write(t.join("x"), "").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+        assert_eq!(fs::read_to_string(t.join("etc/hostname")).unwrap(), "h");
+        // A retried create mounts again on top; teardown takes both off.
+        ov.mount("k", std::slice::from_ref(&l), &t).unwrap();
+        ov.unmount("k", &t).unwrap();
+        assert!(!is_mounted(&t));
+    }
+
+    #[test]
+    fn failed_fill_leaves_nothing() {
+        let store = TempDir::new("ovlfail");
+        let ov = Overlay::new(store.path());
+        let l = chain("bad");
+        let e = ov
+            .create_layer(&l, None, &mut |d| {
+                write(d, "half", "written");
+                Err(StorageError::Invalid("entry x: broken".into()))
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("entry x: broken"));
+        assert!(!ov.has_layer(&l));
+        let dir = store.path().join("layers/overlay");
+        assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    }
+
+    #[test]
+    fn no_layers_is_an_empty_root() {
+        let store = TempDir::new("ovl0");
+        let ov = Overlay::new(store.path());
+        let t = store.path().join("rootfs");
+        ov.mount("k", &[], &t).unwrap();
+        assert!(names(&t).is_empty());
+        fs::write(t.join("x"), "").unwrap();
+        ov.unmount("k", &t).unwrap();
+        assert!(!is_mounted(&t));
+    }
+}

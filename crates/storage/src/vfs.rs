@@ -399,7 +399,7 @@ pub(crate) fn get_xattr(p: &Path, name: &CString) -> Result<Option<Vec<u8>>> {
     }
 }
 
-fn set_xattr(p: &Path, name: &CString, value: &[u8]) -> Result<()> {
+pub(crate) fn set_xattr(p: &Path, name: &CString, value: &[u8]) -> Result<()> {
     let c = cpath(p)?;
     lsetxattr(&c, name, value).map_err(|e| {
         io_err(format!(
@@ -686,6 +686,92 @@ mod tests {
     }
 
     #[test]
+    fn copy_preserves_everything() {
+        use crate::testutil::TempDir;
+        use std::os::unix::fs::symlink;
+        let t = TempDir::new("vfscopy");
+        let src = t.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::create_dir(src.join("dir")).unwrap();
+        fs::write(src.join("dir/f"), b"data").unwrap();
+        std::os::unix::fs::chown(src.join("dir/f"), Some(1000), Some(1001)).unwrap();
+        fs::set_permissions(src.join("dir/f"), fs::Permissions::from_mode(0o6711)).unwrap();
+        set_xattr(&src.join("dir/f"), &c"user.note".to_owned(), b"hello").unwrap();
+        // cap_net_raw+ep as a v2 file capability.
+        let mut cap = Vec::new();
+        for w in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+            cap.extend_from_slice(&w.to_le_bytes());
+        }
+        fs::write(src.join("ping"), b"p").unwrap();
+        set_xattr(&src.join("ping"), &c"security.capability".to_owned(), &cap).unwrap();
+        fs::hard_link(src.join("dir/f"), src.join("link")).unwrap();
+        symlink("/no/such/target", src.join("dangling")).unwrap();
+        symlink("dir", src.join("dirlink")).unwrap();
+        nix::sys::stat::mknod(
+            &src.join("null"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        nix::unistd::mkfifo(&src.join("fifo"), Mode::from_bits_truncate(0o620)).unwrap();
+        // Past the umask.
+        for (p, m) in [("null", 0o666), ("fifo", 0o620)] {
+            fs::set_permissions(src.join(p), fs::Permissions::from_mode(m)).unwrap();
+        }
+        fs::set_permissions(src.join("dir"), fs::Permissions::from_mode(0o1750)).unwrap();
+        let old = TimeSpec::new(1_000_000_000, 123_456_789);
+        for p in ["dir/f", "dir", "dangling"] {
+            nix::sys::stat::utimensat(
+                AT_FDCWD,
+                &src.join(p),
+                &old,
+                &old,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        }
+
+        let dst = t.path().join("dst");
+        copy_tree(&src, &dst).unwrap();
+        let md = |p: &str| fs::symlink_metadata(dst.join(p)).unwrap();
+        let f = md("dir/f");
+        assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1000, 1001, 0o6711));
+        assert_eq!(fs::read(dst.join("dir/f")).unwrap(), b"data");
+        assert_eq!((f.mtime(), f.mtime_nsec()), (1_000_000_000, 123_456_789));
+        assert_eq!(
+            get_xattr(&dst.join("dir/f"), &c"user.note".to_owned())
+                .unwrap()
+                .unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            get_xattr(&dst.join("ping"), &c"security.capability".to_owned())
+                .unwrap()
+                .unwrap(),
+            cap
+        );
+        assert_eq!(md("link").ino(), f.ino(), "hardlink not kept");
+        assert_ne!(f.ino(), fs::metadata(src.join("dir/f")).unwrap().ino());
+        assert_eq!(
+            fs::read_link(dst.join("dangling")).unwrap(),
+            Path::new("/no/such/target")
+        );
+        assert_eq!(md("dangling").mtime(), 1_000_000_000);
+        assert!(md("dirlink").file_type().is_symlink());
+        let null = md("null");
+        assert!(null.file_type().is_char_device());
+        assert_eq!(
+            (null.rdev(), null.mode() & 0o7777),
+            (nix::sys::stat::makedev(1, 3), 0o666)
+        );
+        assert!(md("fifo").file_type().is_fifo());
+        assert_eq!(md("fifo").mode() & 0o7777, 0o620);
+        let d = md("dir");
+        assert_eq!((d.mode() & 0o7777, d.mtime()), (0o1750, 1_000_000_000));
+    }
+
+    #[test]
     fn read_through_resolves_symlinks_inside_the_image() {
         let t = tmp();
         let r = &t.0;
@@ -736,5 +822,104 @@ mod tests {
         assert!(data[..data.len() - 4].iter().all(|b| *b == 0));
         let m = fs::metadata(t.0.join("dst/suid")).unwrap().mode();
         assert_eq!(m & 0o7777, 0o4755);
+    }
+}
+
+#[cfg(test)]
+mod driver_tests {
+    use super::*;
+    use crate::testutil::{chain, is_mounted, mounts_under, TempDir};
+
+    fn write(dir: &Path, rel: &str, content: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn layers_are_whole_trees_and_containers_are_copies() {
+        let store = TempDir::new("vfs");
+        let v = Vfs::new(store.path());
+        let (l1, l2) = (chain("v1"), chain("v2"));
+        v.create_layer(&l1, None, &mut |d| {
+            write(d, "a/x", "x");
+            write(d, "a/y", "y");
+            write(d, "d/old", "old");
+            write(d, "f", "bottom");
+            Ok(())
+        })
+        .unwrap();
+        // The second layer starts from the first's tree (Apply whiteouts).
+        v.create_layer(&l2, Some(&l1), &mut |d| {
+            assert_eq!(fs::read_to_string(d.join("f")).unwrap(), "bottom");
+            fs::remove_file(d.join("a/x")).unwrap();
+            fs::remove_dir_all(d.join("d")).unwrap();
+            write(d, "d/new", "new");
+            write(d, "f", "top");
+            Ok(())
+        })
+        .unwrap();
+        let layers = [l1.clone(), l2.clone()];
+        assert_eq!(
+            fs::read_to_string(v.layer(&l1).join("f")).unwrap(),
+            "bottom"
+        );
+
+        let t1 = store.path().join("b1/rootfs");
+        let t2 = store.path().join("b2/rootfs");
+        v.mount("k1", &layers, &t1).unwrap();
+        assert!(is_mounted(&t1));
+        assert_eq!(fs::read_to_string(t1.join("f")).unwrap(), "top");
+        assert_eq!(names(&t1.join("a")), ["y"]);
+        assert_eq!(names(&t1.join("d")), ["new"]);
+        assert_eq!(
+            v.read_file(&layers, Path::new("/f")).unwrap().unwrap(),
+            b"top"
+        );
+        assert!(v.read_file(&layers, Path::new("/a/x")).unwrap().is_none());
+
+        fs::write(t1.join("written"), "1").unwrap();
+        v.mount("k2", &layers, &t2).unwrap();
+        assert!(!t2.join("written").exists());
+        assert!(!v.layer(&l2).join("written").exists());
+
+        v.unmount("k1", &t1).unwrap();
+        v.unmount("k1", &t1).unwrap();
+        v.unmount("k2", &t2).unwrap();
+        assert!(mounts_under(store.path()).is_empty());
+        assert!(names(&store.path().join("containers/vfs")).is_empty());
+        v.unmount("never", &store.path().join("nowhere")).unwrap();
+    }
+
+    #[test]
+    fn failed_fill_leaves_nothing() {
+        let store = TempDir::new("vfsfail");
+        let v = Vfs::new(store.path());
+        let l1 = chain("ok");
+        v.create_layer(&l1, None, &mut |d| {
+            write(d, "base", "");
+            Ok(())
+        })
+        .unwrap();
+        let l2 = chain("bad");
+        assert!(v
+            .create_layer(&l2, Some(&l1), &mut |_| Err(StorageError::Invalid(
+                "no".into()
+            )))
+            .is_err());
+        assert!(!v.has_layer(&l2));
+        assert_eq!(
+            names(&store.path().join("layers/vfs")),
+            [l1.hex().to_string()]
+        );
     }
 }
