@@ -163,6 +163,11 @@ struct Unpacker<'b> {
 /// absolute path or a `..` component.
 fn clean(raw: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), &'static str> {
     out.clear();
+    // "/" alone is the layer's root (umoci and GNU tar write it so when a
+    // whole tree is archived from /); any other absolute path is refused.
+    if raw.iter().all(|&b| b == b'/') && !raw.is_empty() {
+        return Ok(());
+    }
     if raw.first() == Some(&b'/') {
         return Err("absolute path leaves the layer");
     }
@@ -1191,6 +1196,8 @@ mod tests {
         assert!(out.is_empty());
         assert!(clean(b"a/../b", &mut out).is_err());
         assert!(clean(b"/a", &mut out).is_err());
+        assert_eq!(clean(b"/", &mut out), Ok(()));
+        assert!(out.is_empty(), "\"/\" alone is the root");
         assert!(clean(b"..", &mut out).is_err());
         assert_eq!(split(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
         assert_eq!(split(b"c"), (&b""[..], &b"c"[..]));
