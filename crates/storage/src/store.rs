@@ -257,6 +257,7 @@ impl Store {
         let rec = db.images.remove(i);
         self.save(&mut db)?;
         self.collect(drv.as_ref(), &rec, &db)?;
+        self.prune_directory_layers(&db)?;
         Ok(rec)
     }
 
@@ -387,6 +388,35 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Remove overlay and vfs layers nothing uses: those an `image rm`
+    /// kept for a container that has since been deleted. Called with both
+    /// locks held.
+    fn prune_directory_layers(&self, db: &Db) -> Result<()> {
+        let mut orphans = Vec::new();
+        for kind in [DriverKind::Overlay, DriverKind::Vfs] {
+            let dir = self.cfg.root.join("layers").join(kind.as_str());
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries {
+                let e = e.map_err(io_err(format!("listing {}", dir.display())))?;
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if let (64, Ok(d)) = (name.len(), Digest::parse(&format!("sha256:{name}"))) {
+                    orphans.push(d);
+                }
+            }
+        }
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        // Through the directory drivers only: removing a zfs or btrfs layer
+        // needs its children gone first, which only the image's own list
+        // orders.
+        let dirs = crate::vfs::Vfs::new(&self.cfg.root);
+        self.remove_unused_layers(&dirs, &orphans, db)
     }
 
     fn remove_unused_blobs(&self, candidates: &[Digest], db: &Db) -> Result<()> {

@@ -1,0 +1,441 @@
+//! The store through its public API, as root, on the overlay driver:
+//! import, lookup, plan + mount + teardown, image rm, failed imports.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_integration::oci::{Compression, ImageBuilder, LayerBuilder};
+use berth_storage::{
+    container_key, mount_rootfs, teardown, Digest, DriverKind, StorageError, Store, StoreConfig,
+};
+
+/// A directory under /tmp, unmounted and removed on drop.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "berth-store-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir(&p).unwrap();
+        Tmp(p)
+    }
+    fn store(&self, driver: DriverKind) -> Store {
+        Store::open(StoreConfig {
+            root: self.0.join("store"),
+            driver,
+            options: Default::default(),
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let mut left = mounts_under(&self.0);
+        left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        for m in left {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+/// Every path under `dir` with its type and (for files) size and content hash.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if md.is_dir() {
+                out.push(format!("{rel}/"));
+                walk(root, &p, out);
+            } else if md.is_file() {
+                let sum = berth_integration::oci::sha256(&fs::read(&p).unwrap());
+                out.push(format!("{rel} {} {sum}", md.len()));
+            } else {
+                out.push(format!("{rel} mode {:o}", md.mode()));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn base() -> LayerBuilder {
+    LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .dir("a", 0o755)
+        .file("a/x", b"x", 0o644)
+        .file("a/y", b"y", 0o644)
+        .dir("d", 0o755)
+        .file("d/old", b"old", 0o644)
+        .file("f", b"bottom", 0o644)
+}
+
+fn top() -> LayerBuilder {
+    LayerBuilder::new()
+        .whiteout("a/x")
+        .opaque("d")
+        .file("d/new", b"new", 0o644)
+        .file("f", b"top", 0o644)
+}
+
+fn image() -> ImageBuilder {
+    ImageBuilder::new()
+        .layer(base(), Compression::Gzip)
+        .layer(top(), Compression::Zstd)
+        .config(|c| c["Cmd"] = serde_json::json!(["/bin/sh", "-c", "true"]))
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn import_mount_teardown() {
+    let t = Tmp::new("lifecycle");
+    let store = t.store(DriverKind::Overlay);
+    let layout = t.0.join("layout");
+    let w = image().write_layout(&layout, "example.com/app:v1");
+    let rec = store.import(&layout, None).unwrap();
+    assert_eq!(rec.name, "example.com/app:v1");
+    assert_eq!(rec.manifest.as_str(), w.manifest);
+    assert_eq!(rec.config.as_str(), w.config);
+    assert_eq!(rec.layers.len(), 2);
+    assert_eq!(
+        rec.layers[0].as_str(),
+        w.diff_ids[0],
+        "chain id of the bottom layer"
+    );
+
+    let key1 = container_key(&t.0, "c1");
+    let key2 = container_key(&t.0, "c2");
+    let t1 = t.0.join("b1/rootfs");
+    let t2 = t.0.join("b2/rootfs");
+    let p1 = store
+        .plan_rootfs(&key1, "example.com/app:v1", Some(&rec.manifest), &t1)
+        .unwrap();
+    assert_eq!(p1.layers, rec.layers);
+    // Planning changes nothing.
+    assert!(!t1.exists());
+    mount_rootfs(&p1).unwrap();
+    let refs = t.0.join("store/containers/refs");
+    assert_eq!(names(&refs), [format!("{key1}.json")]);
+    assert_eq!(fs::read_to_string(t1.join("f")).unwrap(), "top");
+    assert_eq!(names(&t1.join("a")), ["y"]);
+    assert_eq!(names(&t1.join("d")), ["new"]);
+    fs::write(t1.join("mine"), "1").unwrap();
+
+    let p2 = store
+        .plan_rootfs(&key2, "example.com/app:v1", None, &t2)
+        .unwrap();
+    mount_rootfs(&p2).unwrap();
+    assert!(!t2.join("mine").exists());
+    assert_eq!(fs::read_to_string(t2.join("etc/passwd")).unwrap().len(), 30);
+
+    teardown(&p1).unwrap();
+    assert!(!mounts_under(&t.0).contains(&t1));
+    assert!(!t.0.join("store/containers/overlay").join(&key1).exists());
+    teardown(&p1).unwrap();
+    teardown(&p2).unwrap();
+    assert!(mounts_under(&t.0).is_empty());
+    assert!(names(&refs).is_empty());
+    assert!(names(&t.0.join("store/containers/overlay")).is_empty());
+
+    // A plan whose mount never happened tears down too.
+    let p3 = store
+        .plan_rootfs(
+            &container_key(&t.0, "c3"),
+            "example.com/app:v1",
+            None,
+            &t.0.join("b3/rootfs"),
+        )
+        .unwrap();
+    teardown(&p3).unwrap();
+}
+
+#[test]
+fn lookup_config_and_files() {
+    let t = Tmp::new("lookup");
+    let store = t.store(DriverKind::Overlay);
+    let archive = t.0.join("img.tar");
+    image().write_archive(&archive, "example.com/app:v1");
+    let rec = store.import(&archive, Some("app:2")).unwrap();
+    assert_eq!(rec.name, "app:2");
+    assert_eq!(store.images().unwrap(), vec![rec.clone()]);
+    let hex = rec.manifest.hex().to_string();
+    for r in [
+        "app:2".to_string(),
+        format!("app@{}", rec.manifest),
+        rec.manifest.to_string(),
+        hex[..12].to_string(),
+    ] {
+        assert_eq!(store.image(&r).unwrap(), rec, "{r}");
+    }
+    assert!(matches!(store.image("app"), Err(StorageError::NoImage(_))));
+    assert!(matches!(
+        store.image(&hex[..11]),
+        Err(StorageError::NoImage(_))
+    ));
+    let cfg = store.image_config(&rec).unwrap();
+    let cmd = cfg.config().as_ref().unwrap().cmd().clone().unwrap();
+    assert_eq!(cmd, ["/bin/sh", "-c", "true"]);
+    assert_eq!(
+        store
+            .read_file(&rec, Path::new("/etc/passwd"))
+            .unwrap()
+            .unwrap(),
+        b"root:x:0:0:root:/root:/bin/sh\n"
+    );
+    assert!(store.read_file(&rec, Path::new("/a/x")).unwrap().is_none());
+    assert!(store
+        .read_file(&rec, Path::new("/d/old"))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.read_file(&rec, Path::new("/f")).unwrap().unwrap(),
+        b"top"
+    );
+}
+
+#[test]
+fn names_from_the_source() {
+    let t = Tmp::new("names");
+    let store = t.store(DriverKind::Overlay);
+    let layout = t.0.join("layout");
+    image().write_layout(&layout, "latest");
+    let e = store.import(&layout, None).unwrap_err().to_string();
+    assert!(e.contains("--name"), "{e}");
+    assert!(store.images().unwrap().is_empty());
+    assert_eq!(
+        store.import(&layout, Some("foo")).unwrap().name,
+        "foo:latest"
+    );
+    let save = t.0.join("save.tar");
+    image().write_docker_save(&save, "busybox:1.36");
+    assert_eq!(store.import(&save, None).unwrap().name, "busybox:1.36");
+    // Both name the same filesystem: the layers were unpacked once.
+    assert_eq!(names(&t.0.join("store/layers/overlay")).len(), 2);
+}
+
+#[test]
+fn rm_keeps_what_others_use() {
+    let t = Tmp::new("rm");
+    let store = t.store(DriverKind::Overlay);
+    let a = ImageBuilder::new().layer(base(), Compression::None).layer(
+        LayerBuilder::new().file("only-a", b"a", 0o644),
+        Compression::None,
+    );
+    let b = ImageBuilder::new().layer(base(), Compression::None).layer(
+        LayerBuilder::new().file("only-b", b"b", 0o644),
+        Compression::None,
+    );
+    a.write_layout(&t.0.join("a"), "x/a:1");
+    b.write_layout(&t.0.join("b"), "x/b:1");
+    let ra = store.import(&t.0.join("a"), None).unwrap();
+    let rb = store.import(&t.0.join("b"), None).unwrap();
+    assert_eq!(ra.layers[0], rb.layers[0]);
+    let layers = t.0.join("store/layers/overlay");
+    assert_eq!(names(&layers).len(), 3);
+
+    // A container of a keeps a's layers through `image rm a`.
+    let target = t.0.join("ca/rootfs");
+    let plan = store
+        .plan_rootfs(&container_key(&t.0, "ca"), "x/a:1", None, &target)
+        .unwrap();
+    mount_rootfs(&plan).unwrap();
+    assert_eq!(store.remove_image("x/a:1").unwrap(), ra);
+    assert!(matches!(
+        store.image("x/a:1"),
+        Err(StorageError::NoImage(_))
+    ));
+    assert_eq!(names(&layers).len(), 3);
+    assert_eq!(fs::read_to_string(target.join("only-a")).unwrap(), "a");
+    teardown(&plan).unwrap();
+
+    // b's layers stay; a's top layer, now unused, goes with the next rm.
+    let layout_c = t.0.join("c");
+    ImageBuilder::new()
+        .layer(
+            LayerBuilder::new().file("c", b"c", 0o644),
+            Compression::None,
+        )
+        .write_layout(&layout_c, "x/c:1");
+    store.import(&layout_c, None).unwrap();
+    store.remove_image("x/c:1").unwrap();
+    let mut left = names(&layers);
+    let mut want: Vec<String> = rb.layers.iter().map(|l| l.hex().to_string()).collect();
+    left.sort();
+    want.sort();
+    assert_eq!(left, want);
+    let target = t.0.join("cb/rootfs");
+    let plan = store
+        .plan_rootfs(&container_key(&t.0, "cb"), "x/b:1", None, &target)
+        .unwrap();
+    mount_rootfs(&plan).unwrap();
+    assert!(target.join("only-b").exists() && target.join("etc/passwd").exists());
+    teardown(&plan).unwrap();
+
+    store.remove_image(rb.manifest.as_str()).unwrap();
+    assert!(names(&layers).is_empty());
+    assert!(names(&t.0.join("store/blobs/sha256")).is_empty());
+    assert!(store.images().unwrap().is_empty());
+}
+
+#[test]
+fn failed_import_leaves_the_store_as_it_was() {
+    let t = Tmp::new("corrupt");
+    let store = t.store(DriverKind::Overlay);
+    // One image already there, sharing the bottom layer.
+    ImageBuilder::new()
+        .layer(base(), Compression::None)
+        .write_layout(&t.0.join("ok"), "x/ok:1");
+    store.import(&t.0.join("ok"), None).unwrap();
+    let before = listing(&t.0.join("store"));
+
+    for (tag, shared_base) in [("fresh", false), ("shared", true)] {
+        let layout = t.0.join(tag);
+        let first = if shared_base {
+            base()
+        } else {
+            LayerBuilder::new().file("other", b"o", 0o644)
+        };
+        let w = ImageBuilder::new()
+            .layer(first, Compression::None)
+            .layer(
+                LayerBuilder::new().file("big", &[7u8; 10000], 0o644),
+                Compression::None,
+            )
+            .write_layout(&layout, "x/bad:1");
+        // Flip a byte inside the second layer's blob: its digest no longer matches.
+        let blob = layout
+            .join("blobs/sha256")
+            .join(&w.layers[1]["sha256:".len()..]);
+        let mut bytes = fs::read(&blob).unwrap();
+        bytes[5000] ^= 0xff;
+        fs::write(&blob, bytes).unwrap();
+        let e = store.import(&layout, None).unwrap_err().to_string();
+        assert!(e.contains(&w.layers[1]), "{tag}: {e}");
+        assert_eq!(listing(&t.0.join("store")), before, "{tag}");
+    }
+}
+
+#[test]
+fn reimport_replaces_the_record() {
+    let t = Tmp::new("reimport");
+    let store = t.store(DriverKind::Overlay);
+    let one = ImageBuilder::new().layer(
+        LayerBuilder::new().file("v", b"1", 0o644),
+        Compression::None,
+    );
+    let two = ImageBuilder::new().layer(
+        LayerBuilder::new().file("v", b"2", 0o644),
+        Compression::None,
+    );
+    one.write_layout(&t.0.join("1"), "x/app:v");
+    two.write_layout(&t.0.join("2"), "x/app:v");
+    let r1 = store.import(&t.0.join("1"), None).unwrap();
+    let r2 = store.import(&t.0.join("2"), None).unwrap();
+    assert_ne!(r1.manifest, r2.manifest);
+    assert_eq!(store.images().unwrap(), vec![r2.clone()]);
+    assert_eq!(
+        names(&t.0.join("store/layers/overlay")),
+        [r2.layers[0].hex().to_string()]
+    );
+    // A bundle made from the first is told its image was replaced.
+    let e = store
+        .plan_rootfs("k", "x/app:v", Some(&r1.manifest), &t.0.join("r"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("replaced"), "{e}");
+    store.remove_image("x/app:v").unwrap();
+    let e = store
+        .plan_rootfs("k", "x/app:v", Some(&r2.manifest), &t.0.join("r"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("removed"), "{e}");
+}
+
+#[test]
+fn plan_needs_layers_for_the_driver() {
+    let t = Tmp::new("otherdriver");
+    let overlay = t.store(DriverKind::Overlay);
+    image().write_layout(&t.0.join("l"), "x/app:1");
+    overlay.import(&t.0.join("l"), None).unwrap();
+    let vfs = t.store(DriverKind::Vfs);
+    let e = vfs
+        .plan_rootfs("k", "x/app:1", None, &t.0.join("r"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not unpacked for the vfs driver") && e.contains("--storage-driver vfs"),
+        "{e}"
+    );
+    // Importing it for vfs too makes it plannable; removing it removes both.
+    vfs.import(&t.0.join("l"), None).unwrap();
+    vfs.plan_rootfs("k", "x/app:1", None, &t.0.join("r"))
+        .unwrap();
+    vfs.remove_image("x/app:1").unwrap();
+    assert!(names(&t.0.join("store/layers/overlay")).is_empty());
+    assert!(names(&t.0.join("store/layers/vfs")).is_empty());
+}
+
+#[test]
+fn many_containers_in_parallel() {
+    let t = Tmp::new("parallel");
+    let store = t.store(DriverKind::Overlay);
+    image().write_layout(&t.0.join("l"), "x/app:1");
+    let rec = store.import(&t.0.join("l"), None).unwrap();
+    let manifest: Digest = rec.manifest.clone();
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let (t, store, manifest) = (&t, &store, &manifest);
+            s.spawn(move || {
+                let target = t.0.join(format!("c{i}/rootfs"));
+                let plan = store
+                    .plan_rootfs(
+                        &container_key(&t.0, &format!("c{i}")),
+                        "x/app:1",
+                        Some(manifest),
+                        &target,
+                    )
+                    .unwrap();
+                mount_rootfs(&plan).unwrap();
+                fs::write(target.join("id"), i.to_string()).unwrap();
+                assert_eq!(
+                    fs::read_to_string(target.join("id")).unwrap(),
+                    i.to_string()
+                );
+                teardown(&plan).unwrap();
+            });
+        }
+    });
+    assert!(mounts_under(&t.0).is_empty());
+    assert!(names(&t.0.join("store/containers/refs")).is_empty());
+    assert!(names(&t.0.join("store/containers/overlay")).is_empty());
+}
