@@ -9,8 +9,11 @@
 //! blobs/sha256/HEX            manifests and configs, as imported
 //! layers/DRIVER/CHAINID/      one layer (overlay: its own files; vfs: the whole tree)
 //! containers/DRIVER/KEY/      a container's writable layer (overlay upper/work)
-//! .lock                       flock held while the store changes
+//! containers/refs/KEY.json    the RootfsRecord of each mounted container
+//! .lock                       flock held (briefly) while the store changes
+//! .import.lock                flock serialising imports and `image rm`
 //! ```
+//! See store.rs for what each lock guards.
 //! zfs keeps its layers as datasets under the `zfs.dataset` option, btrfs as
 //! subvolumes under layers/btrfs (the store must be on btrfs).
 
