@@ -1066,3 +1066,28 @@ fn overlay_bad_inputs() {
 fn vfs_bad_inputs() {
     bad_inputs("vfs");
 }
+
+/// `image rm` while a container uses the image keeps the layers for the
+/// container; once that container is deleted, nothing uses them and they
+/// must not stay in the store for ever (no later command would collect
+/// them: `image rm` only looks at the layers of the image it removes).
+#[test]
+fn removed_images_layers_go_with_their_last_container() {
+    let env = Env::new("rmgc", "overlay");
+    let layout = env.tmp.join("layout");
+    small_image("gc").write_layout(&layout, "x");
+    env.import(&layout, "berth-test/gc:1").ok();
+    let b = env.bundle("berth-test/gc:1", "gc");
+    let id = env.rt.id();
+    env.berth(&["create", "--bundle", b.to_str().unwrap(), &id])
+        .ok();
+    env.berth(&["image", "rm", "berth-test/gc:1"]).ok();
+    assert_eq!(names(&env.layers_dir()).len(), 2, "layers in use removed");
+    env.berth(&["delete", "--force", &id]).ok();
+    env.assert_no_container_left();
+    assert_eq!(
+        names(&env.layers_dir()),
+        Vec::<String>::new(),
+        "the removed image's layers outlive its last container"
+    );
+}
