@@ -78,7 +78,7 @@ pub fn image(cli: &Cli, rt: &Runtime, cmd: &ImageCmd) -> Result<()> {
 pub fn bundle(cli: &Cli, rt: &Runtime, cmd: &BundleCmd) -> Result<()> {
     let BundleCmd::Create(a) = cmd;
     let store = open_store(cli, rt)?;
-    let spec = berth_backends::images::bundle_spec(&store, &a.image, a.tty)
+    let spec = berth_backends::images::bundle_spec(&store, &a.image, a.tty, &*rt.warn)
         .with_context(|| format!("bundle create {}", a.dir.display()))?;
     let rootfs = a.dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).with_context(|| format!("create {}", rootfs.display()))?;

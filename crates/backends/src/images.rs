@@ -12,6 +12,9 @@ use oci_spec::runtime::{Spec, User};
 use crate::ops::{rootfs_record, Runtime};
 use crate::{backend, BackendError, Result};
 
+/// Annotations with this prefix are berth's settings (backend, image).
+const BERTH_PREFIX: &str = "run.berth.";
+
 /// PATH when the image sets none (the one container engines use).
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -19,7 +22,12 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// defaults with the image's entrypoint + cmd, env, user, working
 /// directory and labels (as annotations), a writable root at `rootfs`,
 /// and the annotations that make `create` assemble it from the store.
-pub fn bundle_spec(store: &Store, reference: &str, terminal: bool) -> Result<Spec> {
+pub fn bundle_spec(
+    store: &Store,
+    reference: &str,
+    terminal: bool,
+    warn: &dyn Fn(&str),
+) -> Result<Spec> {
     let img = store.image(reference)?;
     let cfg = store.image_config(&img)?;
     let mut spec = berth_bundle::template(false);
@@ -55,6 +63,18 @@ pub fn bundle_spec(store: &Store, reference: &str, terminal: bool) -> Result<Spe
     spec.set_process(Some(process));
 
     let mut annotations: HashMap<String, String> = c.labels().clone().unwrap_or_default();
+    // berth's own annotations choose how the container runs: the image
+    // author does not get to (edit config.json to set them).
+    annotations.retain(|k, _| {
+        let ours = k.starts_with(BERTH_PREFIX);
+        if ours {
+            warn(&format!(
+                "image {}: label {k:?} not copied to the bundle's annotations ({BERTH_PREFIX}* are berth's settings)",
+                img.name
+            ));
+        }
+        !ours
+    });
     annotations.extend(platform_annotations(&cfg));
     if let Some(sig) = c.stop_signal() {
         annotations.insert("org.opencontainers.image.stopSignal".into(), sig.clone());

@@ -261,6 +261,14 @@ pub fn store_config(flags: &StorageFlags, config: &Path) -> Result<berth_storage
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(berth_storage::DEFAULT_STORE)),
     };
+    // Saved in each container's state: `delete` may run from elsewhere.
+    let root = if root.is_absolute() {
+        root
+    } else {
+        std::env::current_dir()
+            .map_err(io_err("current directory"))?
+            .join(root)
+    };
     let driver = match &flags.driver {
         Some(d) => d.parse()?,
         None => match text("storage-driver")? {
@@ -366,6 +374,14 @@ mod tests {
             options: vec!["x=2".into()],
         };
         let c = store_config(&flags, &cfg).unwrap();
+        let relative = StorageFlags {
+            store: Some("rel/store".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store_config(&relative, &cfg).unwrap().root,
+            std::env::current_dir().unwrap().join("rel/store")
+        );
         assert_eq!(
             (
                 c.root,
