@@ -9,15 +9,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use berth_image::{Digest, Whiteouts};
 use nix::errno::Errno;
-use nix::fcntl::AT_FDCWD;
+use nix::fcntl::{OFlag, AT_FDCWD};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
@@ -311,9 +311,14 @@ pub(crate) fn read_through(
                 if !todo.is_empty() {
                     return Ok(None);
                 }
-                return fs::read(&real)
-                    .map(Some)
-                    .map_err(io_err(format!("reading {}", real.display())));
+                let shown = format!("{} in the image ({})", path.display(), real.display());
+                let fd = nix::fcntl::open(
+                    &real,
+                    OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io_err(format!("opening {shown}"))(e.into()))?;
+                return read_regular(fd, &shown).map(Some);
             }
             Found::Other if !todo.is_empty() => return Ok(None),
             Found::Other => {
@@ -328,6 +333,54 @@ pub(crate) fn read_through(
         "{} in the image is a directory",
         path.display()
     )))
+}
+
+/// The most [`read_regular`] reads: `read_file` is for small files
+/// (/etc/passwd, /etc/group), and an image must not make berth read
+/// gigabytes into memory.
+pub(crate) const MAX_READ: u64 = 16 << 20;
+
+/// Read the file open as `O_PATH` in `fd` (`shown` names it in errors).
+/// It is opened for reading only once fstat says it is a regular file: a
+/// FIFO would block the reader forever and a device node would open a
+/// device of the host. More than [`MAX_READ`] bytes is an error.
+pub(crate) fn read_regular(fd: OwnedFd, shown: &str) -> Result<Vec<u8>> {
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| io_err(format!("stat {shown}"))(e.into()))?;
+    let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFCHR => Some("a character device"),
+        SFlag::S_IFBLK => Some("a block device"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFLNK => Some("a symbolic link"),
+        _ => Some("of an unknown type"),
+    };
+    if let Some(kind) = kind {
+        return Err(StorageError::Invalid(format!(
+            "{shown}: not a regular file (it is {kind})"
+        )));
+    }
+    // Reopen the very inode the O_PATH descriptor names, for reading.
+    let f = File::from(
+        nix::fcntl::open(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(format!("opening {shown} for reading"))(e.into()))?,
+    );
+    let mut buf = Vec::new();
+    f.take(MAX_READ + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err(format!("reading {shown}")))?;
+    if buf.len() as u64 > MAX_READ {
+        return Err(StorageError::Invalid(format!(
+            "{shown}: larger than {} MiB, more than berth reads from an image",
+            MAX_READ >> 20
+        )));
+    }
+    Ok(buf)
 }
 
 fn push_front(todo: &mut VecDeque<OsString>, p: &Path) {
@@ -799,6 +852,53 @@ mod tests {
         assert!(read("/etc/passwd/x").unwrap().is_none());
         assert!(read("/etc").is_err());
         assert!(read("/loop").is_err());
+    }
+
+    #[test]
+    fn read_through_reads_only_small_regular_files() {
+        let t = tmp();
+        let r = t.0.clone();
+        let big = File::create(r.join("big")).unwrap();
+        big.set_len(MAX_READ + 1).unwrap();
+        nix::unistd::mkfifo(&r.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        fs::write(r.join("small"), b"ok").unwrap();
+        // What lstat saw a moment ago: a lookup that says "file" for all
+        // (as if a FIFO replaced the file after the lookup).
+        let r2 = r.clone();
+        let stale = move |rel: &Path| -> Result<Found> {
+            Ok(match lstat(&r2.join(rel))? {
+                Some(md) if md.is_dir() => Found::Dir,
+                Some(_) => Found::File(r2.join(rel)),
+                None => Found::Missing,
+            })
+        };
+        assert_eq!(
+            read_through(Path::new("/small"), &stale).unwrap().unwrap(),
+            b"ok"
+        );
+        let err = read_through(Path::new("/big"), &stale)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/big") && err.contains("16 MiB"), "{err}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            tx.send(read_through(Path::new("/fifo"), stale).map(drop))
+                .unwrap()
+        });
+        let res = rx.recv_timeout(std::time::Duration::from_secs(10));
+        if res.is_err() {
+            // Let the blocked reader go before failing.
+            let _ = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(r.join("fifo"));
+        }
+        h.join().unwrap();
+        let err = res
+            .expect("reading a FIFO blocked")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FIFO"), "{err}");
     }
 
     #[test]

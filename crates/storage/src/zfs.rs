@@ -39,7 +39,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -648,7 +647,9 @@ pub(crate) fn rfc3339_utc(secs: i64, nanos: u32) -> String {
 }
 
 /// Read `path` of the tree at `root`, resolving every component (symlinks
-/// included) inside `root`. None if it does not exist.
+/// included) inside `root`. None if it does not exist. Only a regular file
+/// of at most [`crate::vfs::MAX_READ`] bytes is read (see
+/// [`crate::vfs::read_regular`]).
 pub(crate) fn read_in_root(root: &Path, path: &Path) -> Result<Option<Vec<u8>>> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
     use nix::sys::stat::Mode;
@@ -661,8 +662,10 @@ pub(crate) fn read_in_root(root: &Path, path: &Path) -> Result<Option<Vec<u8>>> 
     } else {
         rel
     };
+    // O_PATH: finding the file opens nothing (no FIFO blocks, no device
+    // opens); read_regular checks what it is first.
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .mode(Mode::empty())
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = match openat2(&dir, rel, how) {
@@ -675,20 +678,7 @@ pub(crate) fn read_in_root(root: &Path, path: &Path) -> Result<Option<Vec<u8>>> 
             })
         }
     };
-    let mut f = std::fs::File::from(fd);
-    let meta = f
-        .metadata()
-        .map_err(crate::io_err(format!("stat {}", shown())))?;
-    if !meta.is_file() {
-        return Err(StorageError::Invalid(format!(
-            "{}: not a regular file",
-            shown()
-        )));
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut buf)
-        .map_err(crate::io_err(format!("reading {}", shown())))?;
-    Ok(Some(buf))
+    crate::vfs::read_regular(fd, &shown()).map(Some)
 }
 
 /// Whether `dir` is a mount point: on another device than its parent,
@@ -757,6 +747,7 @@ mod tests {
     //! has its own child dataset and store directory.
 
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
     use std::time::Instant;
 
     /// The pool every zfs test shares (reference counted by the script).
@@ -1161,6 +1152,93 @@ mod tests {
             msg.contains("no-such-ds") && msg.contains("does not exist"),
             "{msg}"
         );
+    }
+
+    /// `f()` on another thread; fails the test if it has not returned
+    /// within 10 s (after `unblock`, which must let it return).
+    fn within_10s<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+        unblock: impl FnOnce(),
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || tx.send(f()).unwrap());
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(v) => {
+                h.join().unwrap();
+                v
+            }
+            Err(_) => {
+                unblock();
+                let _ = h.join();
+                panic!("still blocked after 10 s");
+            }
+        }
+    }
+
+    #[test]
+    fn read_in_root_reads_only_small_regular_files() {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+        nix::unistd::mkfifo(&root.join("etc/passwd"), Mode::from_bits_truncate(0o644)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("to-fifo")).unwrap();
+        mknod(
+            &root.join("etc/null"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(1, 3),
+        )
+        .unwrap();
+        let big = std::fs::File::create(root.join("big")).unwrap();
+        big.set_len(crate::vfs::MAX_READ + 1).unwrap();
+        let edge = std::fs::File::create(root.join("edge")).unwrap();
+        edge.set_len(crate::vfs::MAX_READ).unwrap();
+
+        assert_eq!(
+            read_in_root(&root, Path::new("/etc/group"))
+                .unwrap()
+                .unwrap(),
+            b"root:x:0:\n"
+        );
+        // A FIFO, directly or through a symlink: an error, at once.
+        for p in ["/etc/passwd", "/to-fifo"] {
+            let (r2, p2) = (root.clone(), p.to_string());
+            let fifo = root.join("etc/passwd");
+            let err = within_10s(
+                move || read_in_root(&r2, Path::new(&p2)).map(|_| ()),
+                || {
+                    // Opening the write end lets a blocked reader go.
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(&fifo);
+                },
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("not a regular file") && err.contains("FIFO"),
+                "{err}"
+            );
+        }
+        let err = read_in_root(&root, Path::new("etc/null"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("character device"), "{err}");
+        let err = read_in_root(&root, Path::new("big"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("big") && err.contains("16 MiB"), "{err}");
+        assert_eq!(
+            read_in_root(&root, Path::new("edge"))
+                .unwrap()
+                .unwrap()
+                .len() as u64,
+            crate::vfs::MAX_READ
+        );
+        assert!(read_in_root(&root, Path::new("nope")).unwrap().is_none());
     }
 
     #[test]
