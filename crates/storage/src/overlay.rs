@@ -22,8 +22,8 @@ use nix::mount::MsFlags;
 use crate::driver::{container_path, layer_path, Driver};
 use crate::store::{mkdir_private, temp_suffix};
 use crate::vfs::{
-    commit_dir, get_xattr, is_dir, lstat, make_root_dir, make_target, read_through, remove_tree,
-    unmount_all, Found,
+    commit_dir, get_xattr, is_dir, lstat, make_root_dir, make_target, read_through,
+    remove_layer_dir, remove_tree, unmount_all, Found,
 };
 use crate::{io_err, DriverKind, Result, StorageError};
 
@@ -135,7 +135,7 @@ impl Driver for Overlay {
     }
 
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
-        remove_tree(&self.layer(chain))
+        remove_layer_dir(&self.layer(chain))
     }
 
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {

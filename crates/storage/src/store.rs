@@ -653,10 +653,11 @@ fn refs(root: &Path) -> Result<Vec<RootfsRecord>> {
     Ok(out)
 }
 
-/// Remove `*.tmp-*` layer directories a killed import left (called with
-/// the import lock held, so no import is writing one). Best effort: what
-/// cannot be removed now is tried again by the next import.
-fn remove_stale_temps(root: &Path) {
+/// Remove `*.tmp-*` layer directories a killed import left, and the
+/// `*.tmp-trash-*` remains of layer removals that were interrupted (called
+/// with the import lock held, so no import is writing one). Best effort:
+/// what cannot be removed now is tried again by the next import.
+pub(crate) fn remove_stale_temps(root: &Path) {
     for kind in [DriverKind::Overlay, DriverKind::Vfs] {
         let Ok(entries) = fs::read_dir(root.join("layers").join(kind.as_str())) else {
             continue;

@@ -90,7 +90,7 @@ impl Driver for Vfs {
     }
 
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
-        remove_tree(&self.layer(chain))
+        remove_layer_dir(&self.layer(chain))
     }
 
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
@@ -225,6 +225,50 @@ pub(crate) fn remove_tree(p: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Remove the layer directory `layer` (`layers/DRIVER/HEX`) so that no
+/// crash leaves a half-deleted layer under its name (has_layer would take
+/// it for whole): it is first renamed, atomically, to
+/// `HEX.tmp-trash-PID-N`, then deleted. If the deletion fails the layer is
+/// gone all the same and the error says where its files are left; the
+/// next import's sweep of `*.tmp-*` names tries again. Missing is fine.
+pub(crate) fn remove_layer_dir(layer: &Path) -> Result<()> {
+    if lstat(layer)?.is_none() {
+        return Ok(());
+    }
+    let trash = trash_path(layer);
+    match fs::rename(layer, &trash) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(io_err(format!(
+                "removing layer {}: renaming it to {}",
+                layer.display(),
+                trash.display()
+            ))(e))
+        }
+    }
+    // The rename reaches the disk before any of the deletions.
+    if let Some(dir) = layer.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(format!("syncing {}", dir.display())))?;
+    }
+    remove_tree(&trash).map_err(|e| {
+        StorageError::Invalid(format!(
+            "layer {} is removed from the store, but deleting its files (now {}) failed: {e}; the next import tries again",
+            layer.display(),
+            trash.display()
+        ))
+    })
+}
+
+/// `DIR/HEX` → `DIR/HEX.tmp-trash-PID-N`.
+pub(crate) fn trash_path(layer: &Path) -> PathBuf {
+    let name = layer.file_name().unwrap_or_default().to_string_lossy();
+    let suffix = temp_suffix().replacen("tmp-", "tmp-trash-", 1);
+    layer.with_file_name(format!("{name}.{suffix}"))
 }
 
 /// Unmount everything mounted at `target` (it may have been mounted more
@@ -998,6 +1042,84 @@ mod driver_tests {
         assert!(mounts_under(store.path()).is_empty());
         assert!(names(&store.path().join("containers/vfs")).is_empty());
         v.unmount("never", &store.path().join("nowhere")).unwrap();
+    }
+
+    /// Clears the immutable flag under a directory on drop (before the
+    /// directory's own guard removes it).
+    struct Mutable(PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-R")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    fn chattr(flag: &str, p: &Path) {
+        let st = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chattr {flag} {}", p.display());
+    }
+
+    /// A layer whose deletion stops half-way (an immutable directory in
+    /// it, as a crash would stop it) is no longer a layer: has_layer must
+    /// not accept the remains, and the next sweep removes them.
+    #[test]
+    fn interrupted_layer_removal_leaves_no_layer() {
+        let store = TempDir::new("rmhalf");
+        let drivers: [Box<dyn Driver>; 2] = [
+            Box::new(Vfs::new(store.path())),
+            Box::new(crate::overlay::Overlay::new(store.path())),
+        ];
+        let _mutable = Mutable(store.path().to_path_buf());
+        for d in &drivers {
+            let l = chain("half");
+            d.create_layer(&l, None, &mut |dir| {
+                for i in 0..20 {
+                    write(dir, &format!("f{i}"), "x");
+                }
+                write(dir, "stuck/inside", "x");
+                Ok(())
+            })
+            .unwrap();
+            let hex = l.hex().to_string();
+            let ldir = store.path().join("layers").join(d.kind().as_str());
+            let stuck = if d.kind() == DriverKind::Overlay {
+                ldir.join(&hex).join("diff/stuck")
+            } else {
+                ldir.join(&hex).join("stuck")
+            };
+            chattr("+i", &stuck);
+            let err = d.remove_layer(&l).unwrap_err().to_string();
+            assert!(err.contains("next import tries again"), "{err}");
+            assert!(
+                !d.has_layer(&l),
+                "{}: half-deleted layer accepted",
+                d.kind().as_str()
+            );
+            let left = names(&ldir);
+            assert_eq!(left.len(), 1, "{left:?}");
+            assert!(
+                left[0].starts_with(&format!("{hex}.tmp-trash-")),
+                "{left:?}"
+            );
+            // The sweep (what an import starts with) removes the remains.
+            chattr(
+                "-i",
+                &ldir
+                    .join(&left[0])
+                    .join(stuck.strip_prefix(ldir.join(&hex)).unwrap()),
+            );
+            crate::store::remove_stale_temps(store.path());
+            assert!(names(&ldir).is_empty(), "{:?}", names(&ldir));
+            // Removing it again, or one never made, is fine.
+            d.remove_layer(&l).unwrap();
+        }
     }
 
     #[test]
