@@ -404,6 +404,14 @@ impl Driver for Btrfs {
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
         self.remove_layer_hex(chain.hex())
     }
+    fn layers(&self) -> Result<Vec<Digest>> {
+        // Snapshots of a subvolume do not depend on it: any order.
+        crate::driver::layers_in_dir(&self.layers_dir(), is_subvolume)
+    }
+    fn has_container(&self, key: &str) -> Result<bool> {
+        check_component("container key", key)?;
+        Ok(std::fs::symlink_metadata(self.container_dir(key)).is_ok())
+    }
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
         let hex: Vec<&str> = layers.iter().map(|d| d.hex()).collect();
         self.read_file_hex(&hex, path)

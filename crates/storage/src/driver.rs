@@ -29,6 +29,23 @@ pub(crate) trait Driver {
     /// Remove a layer nothing uses any more (the store checks that).
     fn remove_layer(&self, chain: &Digest) -> Result<()>;
 
+    /// Every layer this driver holds in the store (for the store's sweep
+    /// of layers nothing uses), whole or not: one left half-made under its
+    /// final name is listed too, so it can be removed. A layer comes after
+    /// the layer it was made from where removal order matters (zfs: a
+    /// clone after its origin); remove them in reverse.
+    fn layers(&self) -> Result<Vec<Digest>> {
+        Err(self.unsupported("list its layers"))
+    }
+
+    /// Whether container `key` has anything of its own here (a writable
+    /// layer, a clone, a snapshot directory): after a failed mount, the
+    /// store keeps the container's reference while something is left.
+    /// Unknown (the default) counts as yes.
+    fn has_container(&self, _key: &str) -> Result<bool> {
+        Ok(true)
+    }
+
     /// A file of the image whose layers are `layers` (bottom first), for
     /// `bundle create` (/etc/passwd, /etc/group); None if absent.
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>>;
@@ -71,6 +88,45 @@ pub(crate) fn open(cfg: &StoreConfig) -> Result<Box<dyn Driver>> {
         DriverKind::Btrfs => Box::new(crate::btrfs::Btrfs::new(&cfg.root, &cfg.options)?),
         DriverKind::Zfs => Box::new(crate::zfs::Zfs::new(&cfg.root, &cfg.options)?),
     })
+}
+
+/// The chain ID a layer's file or dataset name (its hex) stands for:
+/// 64 hex digits are sha256, 128 sha512; anything else is not a layer.
+pub(crate) fn chain_of_hex(name: &str) -> Option<Digest> {
+    let alg = match name.len() {
+        64 => "sha256",
+        128 => "sha512",
+        _ => return None,
+    };
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    Digest::parse(&format!("{alg}:{name}")).ok()
+}
+
+/// The layers named in directory `dir` (`layers/DRIVER`) for which `is_layer`
+/// holds; a missing directory has none.
+pub(crate) fn layers_in_dir(dir: &Path, is_layer: impl Fn(&Path) -> bool) -> Result<Vec<Digest>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(crate::io_err(format!("listing {}", dir.display()))(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(crate::io_err(format!("listing {}", dir.display())))?;
+        let name = e.file_name();
+        if let Some(d) = name.to_str().and_then(chain_of_hex) {
+            if is_layer(&e.path()) {
+                out.push(d);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Ok(out)
 }
 
 /// `STORE/layers/DRIVER/HEX`.

@@ -19,7 +19,7 @@ use berth_image::{Digest, Whiteouts};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-use crate::driver::{container_path, layer_path, Driver};
+use crate::driver::{container_path, layer_path, layers_in_dir, Driver};
 use crate::store::{mkdir_private, temp_suffix};
 use crate::vfs::{
     commit_dir, get_xattr, is_dir, lstat, make_root_dir, make_target, read_through,
@@ -136,6 +136,16 @@ impl Driver for Overlay {
 
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
         remove_layer_dir(&self.layer(chain))
+    }
+
+    fn layers(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("layers").join(DriverKind::Overlay.as_str());
+        layers_in_dir(&dir, is_dir)
+    }
+
+    fn has_container(&self, key: &str) -> Result<bool> {
+        let cdir = container_path(&self.root, DriverKind::Overlay, key);
+        Ok(lstat(&cdir)?.is_some())
     }
 
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {

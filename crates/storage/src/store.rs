@@ -105,6 +105,14 @@ impl Store {
         let drv = self.driver()?;
         let _serial = lock(&self.cfg.root, IMPORT_LOCK)?;
         remove_stale_temps(&self.cfg.root);
+        {
+            // What a killed import or deleted containers left. Best effort:
+            // a layer that cannot go now must not stop this import; the
+            // next import or `image rm` tries again (and `image rm` says
+            // what failed).
+            let _lock = lock(&self.cfg.root, LOCK)?;
+            let _ = self.load().and_then(|db| self.sweep(drv.as_ref(), &db));
+        }
         let mut made = Made::default();
         match self.import_locked(drv.as_ref(), &src, &res, name, &mut made) {
             Ok(rec) => Ok(rec),
@@ -233,6 +241,7 @@ impl Store {
     pub fn remove_image(&self, reference: &str) -> Result<ImageRecord> {
         let drv = self.driver()?;
         let _serial = lock(&self.cfg.root, IMPORT_LOCK)?;
+        remove_stale_temps(&self.cfg.root);
         let _lock = lock(&self.cfg.root, LOCK)?;
         let mut db = self.load()?;
         let i = find(&db.images, reference)?;
@@ -257,7 +266,12 @@ impl Store {
         let rec = db.images.remove(i);
         self.save(&mut db)?;
         self.collect(drv.as_ref(), &rec, &db)?;
-        self.prune_directory_layers(&db)?;
+        self.sweep(drv.as_ref(), &db).map_err(|e| {
+            StorageError::Invalid(format!(
+                "image {} removed, but removing the layers and blobs nothing uses failed: {e}",
+                rec.name
+            ))
+        })?;
         Ok(rec)
     }
 
@@ -390,33 +404,92 @@ impl Store {
         Ok(())
     }
 
-    /// Remove overlay and vfs layers nothing uses: those an `image rm`
-    /// kept for a container that has since been deleted. Called with both
-    /// locks held.
-    fn prune_directory_layers(&self, db: &Db) -> Result<()> {
-        let mut orphans = Vec::new();
-        for kind in [DriverKind::Overlay, DriverKind::Vfs] {
-            let dir = self.cfg.root.join("layers").join(kind.as_str());
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
+    /// Remove every layer that no image record and no container reference
+    /// names (this store's driver's layers, and the overlay and vfs copies
+    /// whatever the driver), and every blob no image record names: what an
+    /// import killed before it recorded its image left, and the layers an
+    /// `image rm` kept for containers that have since been deleted. Called
+    /// with both locks held. It goes on past what it cannot remove and
+    /// returns the first error.
+    fn sweep(&self, drv: &dyn Driver, db: &Db) -> Result<()> {
+        let mut used: HashSet<String> = db
+            .images
+            .iter()
+            .flat_map(|r| r.layers.iter().map(|l| l.hex().to_string()))
+            .collect();
+        for r in refs(&self.cfg.root)? {
+            used.extend(r.layers.iter().map(|l| l.hex().to_string()));
+        }
+        let overlay = crate::overlay::Overlay::new(&self.cfg.root);
+        let vfs = crate::vfs::Vfs::new(&self.cfg.root);
+        let mut drivers: Vec<&dyn Driver> = vec![drv];
+        if drv.kind() != DriverKind::Overlay {
+            drivers.push(&overlay);
+        }
+        if drv.kind() != DriverKind::Vfs {
+            drivers.push(&vfs);
+        }
+        let mut first_err: Option<StorageError> = None;
+        for d in drivers {
+            let all = match d.layers() {
+                Ok(all) => all,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            // Layers made from others last in the list: removed first.
+            for l in all.iter().rev().filter(|l| !used.contains(l.hex())) {
+                if let Err(e) = d.remove_layer(l) {
+                    first_err.get_or_insert(StorageError::Invalid(format!(
+                        "removing unused {} layer {l}: {e}",
+                        d.kind().as_str()
+                    )));
+                }
+            }
+        }
+        if let Err(e) = self.sweep_blobs(db) {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Remove the blobs (and temporary blob files) no image record names.
+    fn sweep_blobs(&self, db: &Db) -> Result<()> {
+        let named: HashSet<&Digest> = db
+            .images
+            .iter()
+            .flat_map(|r| [&r.manifest, &r.config])
+            .collect();
+        let blobs = self.cfg.root.join("blobs");
+        for alg in ["sha256", "sha512"] {
+            let dir = blobs.join(alg);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(format!("listing {}", dir.display()))(e)),
             };
             for e in entries {
                 let e = e.map_err(io_err(format!("listing {}", dir.display())))?;
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                if let (64, Ok(d)) = (name.len(), Digest::parse(&format!("sha256:{name}"))) {
-                    orphans.push(d);
+                let unused = if name.starts_with('.') {
+                    name.contains(".tmp-")
+                } else {
+                    Digest::parse(&format!("{alg}:{name}")).is_ok_and(|d| !named.contains(&d))
+                };
+                if unused {
+                    let p = e.path();
+                    match fs::remove_file(&p) {
+                        Err(e) if e.kind() != ErrorKind::NotFound => {
+                            return Err(io_err(format!("removing {}", p.display()))(e))
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
-        if orphans.is_empty() {
-            return Ok(());
-        }
-        // Through the directory drivers only: removing a zfs or btrfs layer
-        // needs its children gone first, which only the image's own list
-        // orders.
-        let dirs = crate::vfs::Vfs::new(&self.cfg.root);
-        self.remove_unused_layers(&dirs, &orphans, db)
+        Ok(())
     }
 
     fn remove_unused_blobs(&self, candidates: &[Digest], db: &Db) -> Result<()> {

@@ -23,7 +23,7 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, Whence};
 
-use crate::driver::{container_path, layer_path, Driver};
+use crate::driver::{container_path, layer_path, layers_in_dir, Driver};
 use crate::store::{mkdir_private, temp_suffix};
 use crate::{io_err, DriverKind, Result, StorageError};
 
@@ -91,6 +91,16 @@ impl Driver for Vfs {
 
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
         remove_layer_dir(&self.layer(chain))
+    }
+
+    fn layers(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("layers").join(DriverKind::Vfs.as_str());
+        layers_in_dir(&dir, is_dir)
+    }
+
+    fn has_container(&self, key: &str) -> Result<bool> {
+        let cdir = container_path(&self.root, DriverKind::Vfs, key);
+        Ok(lstat(&cdir)?.is_some())
     }
 
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {

@@ -208,6 +208,63 @@ impl Zfs {
         }
     }
 
+    /// The layer datasets (`layers/HEX`, finished or not), each after the
+    /// layer whose snapshot it is a clone of.
+    pub(crate) fn layers_ordered(&self) -> Result<Vec<Digest>> {
+        let parent = format!("{}/layers", self.dataset);
+        let out = zfs_cmd(&[
+            "get",
+            "-H",
+            "-o",
+            "name,value",
+            "-r",
+            "-d",
+            "1",
+            "origin",
+            &parent,
+        ])?;
+        let prefix = format!("{parent}/");
+        // hex → the hex of the layer it is a clone of (if a layer).
+        let mut origin: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for line in out.lines() {
+            let Some((name, value)) = line.split_once('\t') else {
+                continue;
+            };
+            let Some(hex) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if hex.contains('@') || crate::driver::chain_of_hex(hex).is_none() {
+                continue;
+            }
+            let from = value
+                .strip_prefix(&prefix)
+                .and_then(|o| o.split_once('@'))
+                .map(|(h, _)| h.to_string());
+            origin.insert(hex.to_string(), from);
+        }
+        // Parents first: take, over and over, the layers whose origin is
+        // not (or no longer) waiting.
+        let mut out = Vec::with_capacity(origin.len());
+        while !origin.is_empty() {
+            let ready: Vec<String> = origin
+                .iter()
+                .filter(|(_, from)| from.as_ref().is_none_or(|f| !origin.contains_key(f)))
+                .map(|(h, _)| h.clone())
+                .collect();
+            // A cycle cannot happen in zfs; stop rather than spin.
+            let ready = if ready.is_empty() {
+                origin.keys().cloned().collect()
+            } else {
+                ready
+            };
+            for h in ready {
+                origin.remove(&h);
+                out.extend(crate::driver::chain_of_hex(&h));
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn remove_layer_hex(&self, hex: &str) -> Result<()> {
         check_component("layer", hex)?;
         let ds = self.layer_ds(hex);
@@ -416,6 +473,13 @@ impl Driver for Zfs {
     }
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
         self.remove_layer_hex(chain.hex())
+    }
+    fn layers(&self) -> Result<Vec<Digest>> {
+        self.layers_ordered()
+    }
+    fn has_container(&self, key: &str) -> Result<bool> {
+        check_component("container key", key)?;
+        dataset_exists(&self.container_ds(key))
     }
     fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
         let hex: Vec<&str> = layers.iter().map(|d| d.hex()).collect();

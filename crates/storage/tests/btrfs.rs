@@ -208,3 +208,81 @@ fn store_off_btrfs_is_refused() {
     .to_string();
     assert!(err.contains("needs the store on btrfs"), "{err}");
 }
+
+/// Drop `name`'s record from images.json, as a crash between an import's
+/// last layer and its record leaves the store.
+fn forget_record(store: &Path, name: &str) {
+    let path = store.join("images.json");
+    let mut db: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    db["images"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["name"] != name);
+    fs::write(&path, serde_json::to_vec(&db).unwrap()).unwrap();
+}
+
+fn other_image(file: &str) -> ImageBuilder {
+    ImageBuilder::new()
+        .layer(
+            LayerBuilder::new().file(file, b"1", 0o644),
+            Compression::None,
+        )
+        .layer(
+            LayerBuilder::new().file(&format!("{file}2"), b"2", 0o644),
+            Compression::None,
+        )
+}
+
+fn hexes(layers: &[berth_storage::Digest]) -> Vec<String> {
+    let mut v: Vec<String> = layers.iter().map(|l| l.hex().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Layers no record and no container names (an image removed while its
+/// container ran, the container deleted since; an import killed before
+/// its record) are deleted by the next import.
+#[test]
+fn unused_layers_are_swept() {
+    let fs = Fs::new();
+    let root = fs.path().join("store");
+    let store = Store::open(StoreConfig {
+        root: root.clone(),
+        driver: DriverKind::Btrfs,
+        options: BTreeMap::new(),
+    })
+    .unwrap();
+    let import = |name: &str, img: ImageBuilder| {
+        let dir = fs.path().join(name.replace([':', '/'], "_"));
+        img.write_layout(&dir, name);
+        store.import(&dir, None).unwrap()
+    };
+    let layer_subvols = || {
+        let mut v: Vec<String> = fs
+            .subvolumes()
+            .iter()
+            .filter_map(|s| s.strip_prefix("store/layers/btrfs/").map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    let gone = import("x/gone:1", image());
+    let target = fs.path().join("b/rootfs");
+    fs::create_dir_all(&target).unwrap();
+    let plan = store
+        .plan_rootfs(&container_key(fs.path(), "c"), "x/gone:1", None, &target)
+        .unwrap();
+    mount_rootfs(&plan).unwrap();
+    store.remove_image("x/gone:1").unwrap();
+    let crashed = import("x/crashed:1", other_image("c"));
+    forget_record(&root, "x/crashed:1");
+    teardown(&plan).unwrap();
+    let mut before = [hexes(&gone.layers), hexes(&crashed.layers)].concat();
+    before.sort();
+    assert_eq!(layer_subvols(), before);
+
+    let next = import("x/next:1", other_image("n"));
+    assert_eq!(layer_subvols(), hexes(&next.layers));
+    store.remove_image("x/next:1").unwrap();
+    assert!(fs.subvolumes().is_empty(), "{:?}", fs.subvolumes());
+}

@@ -439,3 +439,105 @@ fn many_containers_in_parallel() {
     assert!(names(&t.0.join("store/containers/refs")).is_empty());
     assert!(names(&t.0.join("store/containers/overlay")).is_empty());
 }
+
+/// Drop `name`'s record from images.json, as a crash between an import's
+/// last layer and its record leaves the store.
+fn forget_record(t: &Tmp, name: &str) {
+    let path = t.0.join("store/images.json");
+    let mut db: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    db["images"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["name"] != name);
+    fs::write(&path, serde_json::to_vec(&db).unwrap()).unwrap();
+}
+
+fn one_layer(file: &str) -> ImageBuilder {
+    ImageBuilder::new().layer(
+        LayerBuilder::new().file(file, file.as_bytes(), 0o644),
+        Compression::None,
+    )
+}
+
+fn hexes(layers: &[Digest]) -> Vec<String> {
+    layers.iter().map(|l| l.hex().to_string()).collect()
+}
+
+/// Layers no image record and no container names (an import killed before
+/// its record; an image removed while a container used it, the container
+/// deleted since) are removed by the next import, and by `image rm`;
+/// what images and live containers use stays.
+#[test]
+fn unused_layers_and_blobs_are_swept() {
+    for driver in [DriverKind::Overlay, DriverKind::Vfs] {
+        let t = Tmp::new("sweep");
+        let store = t.store(driver);
+        let layers = t.0.join("store/layers").join(driver.as_str());
+        let import = |name: &str, img: ImageBuilder| {
+            let dir = t.0.join(name.replace([':', '/'], "_"));
+            img.write_layout(&dir, name);
+            store.import(&dir, None).unwrap()
+        };
+        let keep = import("x/keep:1", one_layer("keep"));
+        let gone = import("x/gone:1", one_layer("gone"));
+        let live = import("x/live:1", one_layer("live"));
+        let plan = |name: &str, id: &str| {
+            store
+                .plan_rootfs(&container_key(&t.0, id), name, None, &t.0.join(id))
+                .unwrap()
+        };
+        // Removed while a container used it; the container deleted since.
+        let pg = plan("x/gone:1", "cg");
+        mount_rootfs(&pg).unwrap();
+        // Removed while a container uses it; the container still there.
+        let pl = plan("x/live:1", "cl");
+        mount_rootfs(&pl).unwrap();
+        store.remove_image("x/gone:1").unwrap();
+        store.remove_image("x/live:1").unwrap();
+        // Killed before its record: layers and blobs, no record.
+        let crashed = import(
+            "x/crashed:1",
+            one_layer("c1").layer(
+                LayerBuilder::new().file("c2", b"c2", 0o644),
+                Compression::None,
+            ),
+        );
+        forget_record(&t, "x/crashed:1");
+        teardown(&pg).unwrap();
+        let mut all = [&keep, &crashed, &gone, &live]
+            .iter()
+            .flat_map(|r| hexes(&r.layers))
+            .collect::<Vec<_>>();
+        all.sort();
+        assert_eq!(names(&layers), all, "{driver:?}: before the sweep");
+
+        let next = import("x/next:1", one_layer("next"));
+        let mut want = [&keep, &live, &next]
+            .iter()
+            .flat_map(|r| hexes(&r.layers))
+            .collect::<Vec<_>>();
+        want.sort();
+        assert_eq!(names(&layers), want, "{driver:?}: after the next import");
+        let mut blobs: Vec<String> = [&keep, &next]
+            .iter()
+            .flat_map(|r| [r.manifest.hex().to_string(), r.config.hex().to_string()])
+            .collect();
+        blobs.sort();
+        assert_eq!(names(&t.0.join("store/blobs/sha256")), blobs, "{driver:?}");
+        assert_eq!(fs::read_to_string(t.0.join("cl/live")).unwrap(), "live");
+
+        // `image rm` sweeps too: the live container's layers go once it is
+        // deleted and something else is removed.
+        teardown(&pl).unwrap();
+        let other = import("x/other:1", one_layer("other"));
+        forget_record(&t, "x/other:1");
+        store.remove_image("x/next:1").unwrap();
+        assert_eq!(names(&layers), hexes(&keep.layers), "{driver:?}");
+        assert!(!hexes(&other.layers).iter().any(|h| layers.join(h).exists()));
+        assert_eq!(
+            names(&t.0.join("store/blobs/sha256")).len(),
+            2,
+            "{driver:?}: only keep's manifest and config"
+        );
+    }
+}

@@ -278,3 +278,82 @@ fn missing_dataset_option_and_dataset() {
     )]));
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// Drop `name`'s record from images.json, as a crash between an import's
+/// last layer and its record leaves the store.
+fn forget_record(store: &Path, name: &str) {
+    let path = store.join("images.json");
+    let mut db: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    db["images"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["name"] != name);
+    fs::write(&path, serde_json::to_vec(&db).unwrap()).unwrap();
+}
+
+fn other_image(file: &str) -> ImageBuilder {
+    ImageBuilder::new()
+        .layer(
+            LayerBuilder::new().file(file, b"1", 0o644),
+            Compression::None,
+        )
+        .layer(
+            LayerBuilder::new().file(&format!("{file}2"), b"2", 0o644),
+            Compression::None,
+        )
+}
+
+fn hexes(layers: &[berth_storage::Digest]) -> Vec<String> {
+    let mut v: Vec<String> = layers.iter().map(|l| l.hex().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Layers no record and no container names (an image removed while its
+/// container ran, the container deleted since; an import killed before
+/// its record) are destroyed by the next import, children first.
+#[test]
+fn unused_layers_are_swept() {
+    let env = Env::new();
+    let store = env.store();
+    let root = env.dir.path().join("store");
+    let import = |name: &str, img: ImageBuilder| {
+        let dir = env.dir.path().join(name.replace([':', '/'], "_"));
+        img.write_layout(&dir, name);
+        store.import(&dir, None).unwrap()
+    };
+    let layer_datasets = || {
+        let prefix = format!("{}/layers/", env.ds);
+        let mut v: Vec<String> = env
+            .datasets()
+            .iter()
+            .filter_map(|d| d.strip_prefix(&prefix).map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    let gone = import("x/gone:1", image());
+    let target = env.dir.path().join("b/rootfs");
+    fs::create_dir_all(&target).unwrap();
+    let plan = store
+        .plan_rootfs(
+            &container_key(env.dir.path(), "c"),
+            "x/gone:1",
+            None,
+            &target,
+        )
+        .unwrap();
+    mount_rootfs(&plan).unwrap();
+    store.remove_image("x/gone:1").unwrap();
+    let crashed = import("x/crashed:1", other_image("c"));
+    forget_record(&root, "x/crashed:1");
+    teardown(&plan).unwrap();
+    let mut before = [hexes(&gone.layers), hexes(&crashed.layers)].concat();
+    before.sort();
+    assert_eq!(layer_datasets(), before);
+
+    let next = import("x/next:1", other_image("n"));
+    assert_eq!(layer_datasets(), hexes(&next.layers));
+    store.remove_image("x/next:1").unwrap();
+    assert!(layer_datasets().is_empty(), "{:?}", layer_datasets());
+}
