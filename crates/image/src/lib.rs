@@ -14,6 +14,7 @@ pub mod source;
 pub mod unpack;
 
 mod compress;
+mod frame;
 
 pub use digest::{chain_ids, Digest};
 pub use manifest::{resolve, LayerRef, Platform, Resolved};
@@ -49,7 +50,8 @@ pub enum ImageError {
     #[error("blob {0}: not in the image")]
     MissingBlob(Digest),
     /// index.json, a manifest, a config or manifest.json that is not what
-    /// the image spec says (`what` names the file or blob).
+    /// the image spec says, or a layer's tar stream that berth refuses to
+    /// read on (`what` names the file or blob).
     #[error("{what}: {msg}")]
     Malformed { what: String, msg: String },
     #[error("no manifest for {wanted} in the image (it has: {available})")]

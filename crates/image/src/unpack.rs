@@ -4,11 +4,18 @@
 //! hardlink to something outside is refused with the blob and entry named.
 //!
 //! What each entry becomes:
-//! - regular files (also `Continuous` and GNU sparse, which the tar crate
-//!   expands): created `O_EXCL|O_NOFOLLOW` after removing whatever was at
-//!   the path; all-zero 4 KiB blocks are skipped so files stay sparse; then
-//!   owner, full mode (after the owner: chown clears set-id bits), xattrs
-//!   (`security.capability` after chown too), times.
+//! - regular files (also `Continuous`): created `O_EXCL|O_NOFOLLOW` after
+//!   removing whatever was at the path; all-zero 4 KiB blocks are skipped so
+//!   files stay sparse; then owner, full mode (after the owner: chown clears
+//!   set-id bits), xattrs (`security.capability` after chown too), times.
+//! - GNU sparse files (old GNU format): the map is decoded by the framing
+//!   reader under the tar crate (see `frame.rs`), each data block written
+//!   at its offset and the size set with `ftruncate`, so holes are never
+//!   read or written. A sparse file over [`SPARSE_MAX`] (1 TiB) is refused.
+//!   PAX-format sparse files (`GNU.sparse.*` records) are not decoded: they
+//!   unpack as the tar crate presents them.
+//! - GNU long name/long link and PAX headers over [`META_MAX`] (1 MiB) are
+//!   refused from their header, before their content is read.
 //! - directories: made, or an existing one kept; their times are set after
 //!   the last entry (later entries change them).
 //! - symlinks, hardlinks (target under the same path rules, linked without
@@ -23,7 +30,10 @@
 //! - whiteouts: `.wh..wh..opq` and `.wh.NAME` per [`Whiteouts`]. Names
 //!   with the `.wh..wh.` prefix (aufs metadata such as `.wh..wh.plnk`, and
 //!   everything under them) are skipped as containerd does; any other
-//!   `.wh.`-prefixed directory in a path is refused.
+//!   `.wh.`-prefixed directory in a path is refused, and so is a whiteout
+//!   of `.` or `..` (`.wh..`, `.wh...`): it would empty the directory, or
+//!   the one above it (for the top level, outside the layer). Removing a
+//!   path never takes `.` or `..` as a name either.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -42,7 +52,10 @@ use nix::unistd::{
     fchown, fchownat, ftruncate, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
 };
 
+use crate::frame::{Framer, Shared, Sparse};
 use crate::{ImageError, Result};
+
+pub use crate::frame::{META_MAX, SPARSE_MAX};
 
 /// What a whiteout (`.wh.NAME`, `.wh..wh..opq`) becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +95,7 @@ pub fn unpack(tar: impl Read, dest: &Path, mode: Whiteouts, blob: &str) -> Resul
         what: format!("layer {blob}: open {}", dest.display()),
         source: e.into(),
     })?;
+    let (tar, found) = Framer::new(tar);
     let mut u = Unpacker {
         root,
         mode,
@@ -96,18 +110,18 @@ pub fn unpack(tar: impl Read, dest: &Path, mode: Whiteouts, blob: &str) -> Resul
         mine: HashMap::new(),
         dir_times: Vec::new(),
         stats: Stats::default(),
+        found: found.clone(),
+        sparse: None,
     };
     let mut ar = tar::Archive::new(tar);
-    let stream_err = |source: io::Error, after: &[u8]| ImageError::Io {
-        what: if after.is_empty() {
-            format!("layer {blob}: read the tar stream")
-        } else {
-            format!(
-                "layer {blob}: read the tar stream after entry {:?}",
-                String::from_utf8_lossy(after)
-            )
-        },
-        source,
+    let stream_err = |source: io::Error, after: &[u8]| {
+        if let Some(msg) = found.borrow_mut().refused.take() {
+            return ImageError::Malformed {
+                what: format!("layer {blob}"),
+                msg,
+            };
+        }
+        stream_err_io(blob, source, after)
     };
     let entries = ar.entries().map_err(|e| stream_err(e, b""))?;
     for e in entries {
@@ -119,6 +133,20 @@ pub fn unpack(tar: impl Read, dest: &Path, mode: Whiteouts, blob: &str) -> Resul
     }
     u.finish()?;
     Ok(u.stats)
+}
+
+fn stream_err_io(blob: &str, source: io::Error, after: &[u8]) -> ImageError {
+    ImageError::Io {
+        what: if after.is_empty() {
+            format!("layer {blob}: read the tar stream")
+        } else {
+            format!(
+                "layer {blob}: read the tar stream after entry {:?}",
+                String::from_utf8_lossy(after)
+            )
+        },
+        source,
+    }
 }
 
 /// Which directory fd an entry's parent is.
@@ -157,6 +185,10 @@ struct Unpacker<'b> {
     mine: HashMap<Vec<u8>, bool>,
     dir_times: Vec<(Vec<u8>, TimeSpec)>,
     stats: Stats,
+    /// What the framing reader found (GNU sparse maps).
+    found: Shared,
+    /// The current entry's GNU sparse map, when it is one.
+    sparse: Option<Sparse>,
 }
 
 /// `raw` without `./` and empty components, into `out`; Err(why) for an
@@ -226,14 +258,16 @@ fn is_zero(b: &[u8]) -> bool {
     chunks.remainder().iter().all(|&x| x == 0)
 }
 
-/// Copy `r` into the new file `fd`, skipping all-zero 4 KiB blocks (the
-/// file stays sparse). Returns the byte count.
+/// Copy `r` into the new file `fd` from offset `base`, skipping all-zero
+/// 4 KiB blocks (the file stays sparse; the caller sets its size). Returns
+/// (bytes read, offset after the last byte written relative to `base`).
 /// Errors come back as (true, e) for reading `r`, (false, e) for writing.
 fn write_sparse(
     fd: &OwnedFd,
     r: &mut impl Read,
     buf: &mut [u8],
-) -> std::result::Result<u64, (bool, io::Error)> {
+    base: u64,
+) -> std::result::Result<(u64, u64), (bool, io::Error)> {
     let mut off: u64 = 0;
     let mut written_end: u64 = 0;
     loop {
@@ -266,7 +300,7 @@ fn write_sparse(
                 }
                 i = end;
             }
-            pwrite_all(fd, &data[start..i], off + start as u64).map_err(|e| (false, e))?;
+            pwrite_all(fd, &data[start..i], base + off + start as u64).map_err(|e| (false, e))?;
             written_end = off + i as u64;
         }
         off += n as u64;
@@ -274,10 +308,35 @@ fn write_sparse(
             break;
         }
     }
-    if written_end < off {
-        ftruncate(fd, off as i64).map_err(|e| (false, e.into()))?;
+    Ok((off, written_end))
+}
+
+/// Write a GNU sparse entry's data (`r`: the map's blocks one after the
+/// other) at the map's offsets, then set the file's size. Holes are
+/// neither read nor written. Returns the data bytes read.
+fn write_map(
+    fd: &OwnedFd,
+    r: &mut impl Read,
+    buf: &mut [u8],
+    s: &Sparse,
+) -> std::result::Result<u64, (bool, io::Error)> {
+    let mut total = 0;
+    for &(off, len) in &s.map {
+        let (n, _) = write_sparse(fd, &mut (&mut *r).take(len), buf, off)?;
+        if n != len {
+            return Err((
+                true,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the tar ends inside the data block at offset {off}"),
+                ),
+            ));
+        }
+        total += n;
     }
-    Ok(off)
+    // Checked: real_size <= SPARSE_MAX, far below i64::MAX.
+    ftruncate(fd, s.real_size as i64).map_err(|e| (false, e.into()))?;
+    Ok(total)
 }
 
 fn pwrite_all(fd: &OwnedFd, mut data: &[u8], mut off: u64) -> io::Result<()> {
@@ -295,9 +354,19 @@ fn pwrite_all(fd: &OwnedFd, mut data: &[u8], mut off: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `name` names an entry of a directory: not empty, `.` or `..`,
+/// and without a `/`.
+fn is_name(name: &[u8]) -> bool {
+    !matches!(name, b"" | b"." | b"..") && !name.contains(&b'/')
+}
+
 /// Remove `name` in `dir` whatever it is; a directory with everything in
-/// it, never following a symlink. Missing is fine.
+/// it, never following a symlink. Missing is fine. `name` must be a name
+/// in `dir` (EINVAL for `.`, `..`, or a path): `..` would be the parent.
 fn remove_all(dir: BorrowedFd<'_>, name: &[u8]) -> nix::Result<()> {
+    if !is_name(name) {
+        return Err(Errno::EINVAL);
+    }
     match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => return Ok(()),
         Err(Errno::EISDIR) => {}
@@ -540,6 +609,11 @@ impl Unpacker<'_> {
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<()> {
         let kind = e.header().entry_type();
+        let pos = e.raw_header_position();
+        self.sparse = match self.found.borrow_mut().sparse.take() {
+            Some(s) if s.header_pos == pos => Some(s),
+            _ => None,
+        };
         self.raw.clear();
         self.raw.extend_from_slice(&e.path_bytes());
         if kind.is_pax_global_extensions() {
@@ -568,6 +642,12 @@ impl Unpacker<'_> {
             if target.is_empty() {
                 return Err(self.err("whiteout without a name"));
             }
+            if !is_name(target) {
+                return Err(self.err(format!(
+                    "whiteout of {:?}: not a name in the directory",
+                    String::from_utf8_lossy(target)
+                )));
+            }
             self.stats.entries += 1;
             let (dir, target) = (dir.to_vec(), target.to_vec());
             return self.whiteout(&dir, &target);
@@ -579,7 +659,11 @@ impl Unpacker<'_> {
 
         use tar::EntryType as T;
         match kind {
-            T::Regular | T::Continuous | T::GNUSparse => self.file(e, &meta),
+            T::Regular | T::Continuous => self.file(e, &meta),
+            // The framer hands GNU sparse entries on as regular files; one
+            // still marked sparse is not in GNU format, which the tar crate
+            // refuses before this.
+            T::GNUSparse => Err(self.err("GNU sparse entry not in GNU format")),
             T::Directory => self.directory(&meta),
             T::Symlink => self.symlink(e, &meta),
             T::Link => self.hardlink(e),
@@ -679,6 +763,9 @@ impl Unpacker<'_> {
         if self.path.is_empty() {
             return Err(self.err("the layer's root must be a directory"));
         }
+        if let Some(why) = self.sparse.as_mut().and_then(|s| s.problem.take()) {
+            return Err(self.err(why));
+        }
         let path = std::mem::take(&mut self.path);
         let r = self.file_inner(e, m, &path);
         self.path = path;
@@ -712,7 +799,17 @@ impl Unpacker<'_> {
         if removed {
             self.cache = None;
         }
-        let n = write_sparse(&fd, e, &mut self.buf).map_err(|(reading, err)| {
+        let sparse = self.sparse.take();
+        let written = match &sparse {
+            None => write_sparse(&fd, e, &mut self.buf, 0).and_then(|(n, end)| {
+                if end < n {
+                    ftruncate(&fd, n as i64).map_err(|e| (false, e.into()))?;
+                }
+                Ok(n)
+            }),
+            Some(s) => write_map(&fd, e, &mut self.buf, s),
+        };
+        let n = written.map_err(|(reading, err)| {
             if reading {
                 ImageError::Io {
                     what: format!(
@@ -999,6 +1096,12 @@ impl Unpacker<'_> {
         m: Option<&Meta>,
     ) -> Result<()> {
         let (dir, name) = split(path);
+        if !is_name(name) {
+            return Err(self.err(format!(
+                "create node {:?}: not a name in the directory",
+                String::from_utf8_lossy(name)
+            )));
+        }
         let p = self.parent(dir, true)?.expect("created");
         let pfd = self.parent_fd(p);
         let mut removed = false;

@@ -411,3 +411,368 @@ fn pax_mtime_with_nanoseconds() {
     let m = std::fs::metadata(s.dest().join("f")).unwrap();
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_700_000_000, 250_000_000));
 }
+
+/// The names directly in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `top/p/dest` (the layer, with lower content in it), a canary beside
+/// the layer (`top/p/canary`) and one beside its parent (`top/canary`).
+struct Nest {
+    t: tempfile::TempDir,
+}
+
+impl Nest {
+    fn new() -> Nest {
+        let t = tmp();
+        let dest = t.path().join("p/dest");
+        std::fs::create_dir_all(dest.join("a/sub")).unwrap();
+        std::fs::write(dest.join("keep"), b"k").unwrap();
+        std::fs::write(dest.join("a/keep"), b"ak").unwrap();
+        std::fs::write(dest.join("a/sub/keep"), b"ask").unwrap();
+        std::fs::write(t.path().join("p/canary"), b"beside").unwrap();
+        std::fs::write(t.path().join("canary"), b"above").unwrap();
+        Nest { t }
+    }
+    fn dest(&self) -> std::path::PathBuf {
+        self.t.path().join("p/dest")
+    }
+    /// Nothing beside the layer or its parent changed, nor what was in it.
+    fn check(&self, case: &str) {
+        let top = self.t.path();
+        assert_eq!(names(top), ["canary", "p"], "{case}: beside the parent");
+        assert_eq!(
+            names(&top.join("p")),
+            ["canary", "dest"],
+            "{case}: beside dest"
+        );
+        assert_eq!(
+            std::fs::read(top.join("canary")).unwrap(),
+            b"above",
+            "{case}"
+        );
+        assert_eq!(
+            std::fs::read(top.join("p/canary")).unwrap(),
+            b"beside",
+            "{case}"
+        );
+        let d = self.dest();
+        assert_eq!(std::fs::read(d.join("keep")).unwrap(), b"k", "{case}");
+        assert_eq!(std::fs::read(d.join("a/keep")).unwrap(), b"ak", "{case}");
+        assert_eq!(
+            std::fs::read(d.join("a/sub/keep")).unwrap(),
+            b"ask",
+            "{case}"
+        );
+    }
+}
+
+/// Finding 1: `.wh...` names `..` and `.wh..` names `.`: whiteouts that
+/// would delete the layer's parent's contents or the layer's own.
+#[test]
+fn whiteouts_of_dot_and_dotdot_are_refused() {
+    let cases: &[(&str, &str)] = &[
+        (".wh...", "whiteout of \"..\""),
+        ("./.wh...", "whiteout of \"..\""),
+        (".wh...//", "whiteout of \"..\""),
+        ("a/.wh...", "whiteout of \"..\""),
+        ("a/sub/.wh...", "whiteout of \"..\""),
+        (".wh..", "whiteout of \".\""),
+        ("a/.wh..", "whiteout of \".\""),
+        ("a/./.wh..", "whiteout of \".\""),
+        // A `/` in the whiteout's name splits it: a whiteout directory.
+        (".wh../keep", "whiteout name used as a directory"),
+        (".wh.../p", "whiteout name used as a directory"),
+        ("a/.wh.sub/keep", "whiteout name used as a directory"),
+    ];
+    for mode in [Whiteouts::Overlay, Whiteouts::Apply] {
+        for kind in [EntryType::Regular, EntryType::Directory] {
+            for (name, msg) in cases {
+                let case = format!("{mode:?} {kind:?} {name:?}");
+                let n = Nest::new();
+                let tar = Tar::new()
+                    .dir("a", 0o755)
+                    .raw(kind, name.as_bytes(), b"", b"")
+                    .file("after", b"not reached")
+                    .build();
+                let e = unpack(&tar[..], &n.dest(), mode, BLOB).unwrap_err();
+                entry_err(e, name, msg);
+                n.check(&case);
+                assert!(!n.dest().join("after").exists(), "{case}");
+            }
+        }
+    }
+}
+
+/// The same names through a PAX `path` record and a GNU long name (a
+/// whiteout's name can come from either).
+#[test]
+fn whiteouts_of_dotdot_through_long_names_are_refused() {
+    let long_dir = "d".repeat(120);
+    for mode in [Whiteouts::Overlay, Whiteouts::Apply] {
+        let n = Nest::new();
+        let tar = Tar::new()
+            .pax(&[("path", b"a/.wh...")])
+            .file("short", b"")
+            .build();
+        let e = unpack(&tar[..], &n.dest(), mode, BLOB).unwrap_err();
+        entry_err(e, "a/.wh...", "whiteout of \"..\"");
+        n.check(&format!("{mode:?} pax"));
+
+        let n = Nest::new();
+        let name = format!("{long_dir}/.wh...");
+        let tar = Tar::new().file(&name, b"").build();
+        let e = unpack(&tar[..], &n.dest(), mode, BLOB).unwrap_err();
+        entry_err(e, &name, "whiteout of \"..\"");
+        n.check(&format!("{mode:?} gnu long name"));
+    }
+}
+
+/// Runs `f` on a thread; panics if it takes longer than `secs` (a hang
+/// detector with a generous bound, not a benchmark).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
+}
+
+/// Finding 3: a GNU sparse entry whose one data block sits at 2^62: the
+/// hole before it must not be produced by reading zeros.
+#[test]
+fn sparse_entry_with_a_huge_hole_fails_fast() {
+    let s = Scene::new();
+    let off = 1u64 << 62;
+    let tar = Tar::new()
+        .sparse("huge", off + 512, &[(off, &[b'x'; 512])])
+        .file("after", b"a")
+        .build();
+    let dest = s.dest();
+    let r = within(60, move || {
+        unpack(&tar[..], &dest, Whiteouts::Overlay, BLOB)
+    });
+    let e = r.unwrap_err();
+    entry_err(e, "huge", "GNU sparse file of 4611686018427388416 bytes");
+    assert!(!s.dest().join("huge").exists());
+    assert!(!s.dest().join("after").exists());
+}
+
+/// A sparse file up to the bound is made with its holes, its data placed by
+/// the map (extension headers too), owner and mode set, and the entries
+/// after it read from the right place.
+#[test]
+fn sparse_entries_are_placed_by_their_map() {
+    let s = Scene::new();
+    const GIB: u64 = 1 << 30;
+    let blocks: Vec<Vec<u8>> = (0..30u8)
+        .map(|i| vec![b'a' + i % 26; 512 + i as usize])
+        .collect();
+    let chunks: Vec<(u64, &[u8])> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i as u64 * 7 * GIB + 4096, &d[..]))
+        .collect();
+    let real = 1u64 << 40; // the bound itself
+    let long = format!("{}/sparse", "l".repeat(110));
+    let tar = Tar::new()
+        .sparse(&long, real, &chunks)
+        .sparse(
+            "tail-data",
+            3 * 4096,
+            &[(0, b"head"), (2 * 4096, &[b'z'; 4096])],
+        )
+        .sparse("empty", 0, &[])
+        .sparse("all-hole", 5000, &[(5000, b"")])
+        .file("after", b"after")
+        .build();
+    let dest = s.dest();
+    let st = within(120, move || {
+        unpack(&tar[..], &dest, Whiteouts::Overlay, BLOB)
+    })
+    .unwrap();
+    assert_eq!(st.entries, 5);
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(s.dest().join(&long)).unwrap();
+    let m = f.metadata().unwrap();
+    assert_eq!(m.len(), real);
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (7, 8, 0o640));
+    assert!(m.blocks() * 512 < 4 << 20, "{} blocks", m.blocks());
+    for (off, data) in &chunks {
+        let mut back = vec![0u8; data.len() + 8];
+        f.read_exact_at(&mut back, *off - 4).unwrap();
+        assert_eq!(&back[..4], &[0; 4], "hole before {off}");
+        assert_eq!(&back[4..4 + data.len()], *data, "data at {off}");
+        assert_eq!(&back[4 + data.len()..], &[0; 4], "hole after {off}");
+    }
+    let back = std::fs::read(s.dest().join("tail-data")).unwrap();
+    let mut want = vec![0u8; 3 * 4096];
+    want[..4].copy_from_slice(b"head");
+    want[2 * 4096..].fill(b'z');
+    assert!(back == want);
+    assert_eq!(std::fs::metadata(s.dest().join("empty")).unwrap().len(), 0);
+    assert_eq!(
+        std::fs::read(s.dest().join("all-hole")).unwrap(),
+        vec![0u8; 5000]
+    );
+    assert_eq!(std::fs::read(s.dest().join("after")).unwrap(), b"after");
+}
+
+/// Sparse maps that do not describe the archived data are refused, naming
+/// the entry, before anything is made.
+#[test]
+fn bad_sparse_maps_are_refused() {
+    /// (real size, archived data size, map, what the error says)
+    type Case<'a> = (u64, u64, &'a [(u64, u64)], &'a str);
+    let cases: &[Case] = &[
+        (
+            100,
+            20,
+            &[(50, 10), (40, 10)],
+            "out of order or overlapping",
+        ),
+        (100, 20, &[(0, 15), (10, 5)], "out of order or overlapping"),
+        (100, 20, &[(0, 10)], "lists 10 bytes of data"),
+        (100, 10, &[(0, 10), (50, 10)], "more data than"),
+        (100, 10, &[(95, 10)], "past the file's size (100 bytes)"),
+        (
+            (1 << 40) + 1,
+            10,
+            &[(0, 10)],
+            "GNU sparse file of 1099511627777 bytes",
+        ),
+        (100, 10, &[(u64::MAX - 5, 10)], "overflows"),
+    ];
+    for (real, size, map, msg) in cases {
+        let s = Scene::new();
+        let data = vec![b'd'; *size as usize];
+        let tar = Tar::new()
+            .sparse_raw("bad", *real, *size, map, &data)
+            .file("after", b"a")
+            .build();
+        let e = s.unpack(&tar, Whiteouts::Apply).unwrap_err();
+        entry_err(e, "bad", msg);
+        assert!(!s.dest().join("bad").exists(), "{msg}");
+    }
+}
+
+/// Serves `head`, then `b'a'` up to `limit` bytes in all, counting what
+/// was read: a tar that claims a huge entry without the test holding it.
+struct Claims {
+    head: Vec<u8>,
+    pos: u64,
+    limit: u64,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::io::Read for Claims {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.limit {
+            return Err(std::io::Error::other("test reader: read past its limit"));
+        }
+        let n = (buf.len() as u64).min(self.limit - self.pos) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            let p = self.pos as usize + i;
+            *b = self.head.get(p).copied().unwrap_or(b'a');
+        }
+        self.pos += n as u64;
+        self.served
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Finding 4: a GNU long name/long link or PAX header declaring 8 GiB is
+/// refused from its header, without reading (and holding) its content.
+#[test]
+fn huge_long_name_and_pax_headers_are_refused_unread() {
+    let huge = 8u64 << 30;
+    for (flag, what) in [
+        (b'L', "GNU long name"),
+        (b'K', "GNU long link name"),
+        (b'x', "PAX header"),
+        (b'g', "PAX global header"),
+    ] {
+        let s = Scene::new();
+        // A real entry first, so the refused header is not at byte 0.
+        let mut head = Tar::new().file("first", b"1").build();
+        head.truncate(head.len() - 1024); // no end marker
+        let mut h = tar::Header::new_gnu();
+        h.set_path("././@LongLink").unwrap();
+        h.set_entry_type(EntryType::new(flag));
+        h.set_size(huge);
+        h.set_cksum();
+        let at = head.len();
+        head.extend_from_slice(h.as_bytes());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let r = Claims {
+            head,
+            pos: 0,
+            limit: 64 << 20,
+            served: served.clone(),
+        };
+        let e = unpack(r, &s.dest(), Whiteouts::Apply, BLOB).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(BLOB), "{msg}");
+        assert!(
+            msg.contains(&format!("{what} of {huge} bytes")),
+            "{what}: {msg}"
+        );
+        assert!(msg.contains(&format!("byte {at}")), "{msg}");
+        let n = served.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n < 1 << 20, "{what}: read {n} bytes of the stream");
+        assert_eq!(std::fs::read(s.dest().join("first")).unwrap(), b"1");
+    }
+}
+
+/// Big but bounded PAX headers (a 900 KiB record) still unpack; and the
+/// framing follows a PAX `size` over the header's, so a tar stored inside a
+/// file (its headers 512-aligned in the stream) is data, not headers.
+#[test]
+fn framing_follows_pax_sizes_and_file_content() {
+    let s = Scene::new();
+    // A tar with a huge long-name header, stored as a file's content.
+    let mut inner = Vec::new();
+    let mut h = tar::Header::new_gnu();
+    h.set_path("././@LongLink").unwrap();
+    h.set_entry_type(EntryType::GNULongName);
+    h.set_size(8 << 30);
+    h.set_cksum();
+    inner.extend_from_slice(h.as_bytes());
+    inner.extend_from_slice(&[b'a'; 1024]);
+    let big = vec![b'c'; 900 << 10];
+    let mut t = Tar::new();
+    t.file("inner.tar", &inner).pax(&[
+        ("comment", &big),
+        ("size", inner.len().to_string().as_bytes()),
+    ]);
+    // Header size 0, PAX size = the content's: the tar crate reads the
+    // content; a framer that believed the header would take the inner
+    // header for the next one.
+    let mut h = tar::Header::new_ustar();
+    h.set_path("pax-sized").unwrap();
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_600_000_000);
+    h.set_size(0);
+    h.set_cksum();
+    let mut tar = t.build();
+    tar.truncate(tar.len() - 1024);
+    tar.extend_from_slice(h.as_bytes());
+    tar.extend_from_slice(&inner);
+    let mut rest = Tar::new().file("after", b"after").build();
+    tar.append(&mut rest);
+    s.unpack(&tar, Whiteouts::Overlay).unwrap();
+    assert_eq!(std::fs::read(s.dest().join("inner.tar")).unwrap(), inner);
+    assert_eq!(std::fs::read(s.dest().join("pax-sized")).unwrap(), inner);
+    assert_eq!(std::fs::read(s.dest().join("after")).unwrap(), b"after");
+}

@@ -132,6 +132,49 @@ impl Tar {
         self.b.append(&h, data).unwrap();
         self
     }
+    /// A GNU sparse file (old GNU format): `chunks` are (offset, data) in
+    /// the file, `real` its size. More than four chunks go into extension
+    /// headers (21 each) as GNU tar writes them.
+    pub fn sparse(&mut self, path: &str, real: u64, chunks: &[(u64, &[u8])]) -> &mut Self {
+        let map: Vec<(u64, u64)> = chunks.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+        let data: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        self.sparse_raw(path, real, data.len() as u64, &map, &data)
+    }
+    /// A GNU sparse entry exactly as given: `size` is the header's size
+    /// field (the archived data), `map` the (offset, length) list, `data`
+    /// what follows the headers (padded to 512 bytes).
+    pub fn sparse_raw(
+        &mut self,
+        path: &str,
+        real: u64,
+        size: u64,
+        map: &[(u64, u64)],
+        data: &[u8],
+    ) -> &mut Self {
+        let mut h = header(tar::EntryType::GNUSparse, 0o640, 7, 8, size);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(real);
+        let (first, rest) = map.split_at(map.len().min(4));
+        for (s, (o, l)) in gnu.sparse.iter_mut().zip(first) {
+            s.set_offset(*o);
+            s.set_length(*l);
+        }
+        gnu.set_is_extended(!rest.is_empty());
+        let mut payload = Vec::new();
+        let exts: Vec<&[(u64, u64)]> = rest.chunks(21).collect();
+        for (i, part) in exts.iter().enumerate() {
+            let mut ext = tar::GnuExtSparseHeader::new();
+            for (s, (o, l)) in ext.sparse.iter_mut().zip(part.iter()) {
+                s.set_offset(*o);
+                s.set_length(*l);
+            }
+            ext.set_is_extended(i + 1 < exts.len());
+            payload.extend_from_slice(ext.as_bytes());
+        }
+        payload.extend_from_slice(data);
+        self.b.append_data(&mut h, path, &payload[..]).unwrap();
+        self
+    }
     pub fn build(&mut self) -> Vec<u8> {
         let b = std::mem::replace(&mut self.b, tar::Builder::new(Vec::new()));
         b.into_inner().unwrap()
