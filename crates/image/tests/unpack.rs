@@ -776,3 +776,62 @@ fn framing_follows_pax_sizes_and_file_content() {
     assert_eq!(std::fs::read(s.dest().join("pax-sized")).unwrap(), inner);
     assert_eq!(std::fs::read(s.dest().join("after")).unwrap(), b"after");
 }
+
+/// Writes the fuzz seeds that reproduce the review's findings 1, 3 and 4
+/// into fuzz/corpus/unpack (run by hand: `cargo test -p berth-image --test
+/// unpack -- --ignored write_fuzz_seeds`).
+#[test]
+#[ignore = "writes fuzz seeds into the source tree; run by hand"]
+fn write_fuzz_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/unpack");
+    let write = |name: &str, data: &[u8]| std::fs::write(dir.join(name), data).unwrap();
+    write(
+        "seed-wh-dotdot-top.tar",
+        &Tar::new()
+            .raw(EntryType::Regular, b".wh...", b"", b"")
+            .build(),
+    );
+    write(
+        "seed-wh-dotdot-sub.tar",
+        &Tar::new()
+            .dir("a", 0o755)
+            .raw(EntryType::Regular, b"a/.wh...", b"", b"")
+            .build(),
+    );
+    write(
+        "seed-wh-dot.tar",
+        &Tar::new()
+            .dir("a", 0o755)
+            .raw(EntryType::Regular, b"a/.wh..", b"", b"")
+            .raw(EntryType::Regular, b".wh..", b"", b"")
+            .build(),
+    );
+    let off = 1u64 << 62;
+    write(
+        "seed-sparse-huge-hole.tar",
+        &Tar::new()
+            .sparse("huge", off + 16, &[(off, b"0123456789abcdef")])
+            .build(),
+    );
+    let blocks: Vec<(u64, &[u8])> = (0..27u64).map(|i| (i * 8192 + 100, &b"data"[..])).collect();
+    write(
+        "seed-sparse-ext.tar",
+        &Tar::new()
+            .sparse("ext", 27 * 8192 + 100, &blocks)
+            .file("after", b"a")
+            .build(),
+    );
+    for (name, flag) in [
+        ("seed-longname-huge.tar", b'L'),
+        ("seed-pax-huge.tar", b'x'),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("././@LongLink").unwrap();
+        h.set_entry_type(EntryType::new(flag));
+        h.set_size(8 << 30);
+        h.set_cksum();
+        let mut t = h.as_bytes().to_vec();
+        t.extend_from_slice(&[b'n'; 1024]);
+        write(name, &t);
+    }
+}
