@@ -28,7 +28,7 @@ use berth_image::{Digest, Whiteouts};
 use nix::errno::Errno;
 
 use crate::driver::Driver;
-use crate::zfs::{check_snapshot_name, is_mounted_here, read_in_root, rfc3339_utc};
+use crate::zfs::{check_snapshot_name, read_in_root, rfc3339_utc};
 use crate::{DriverKind, Result, Snapshot, StorageError};
 
 /// The inode number of every subvolume's root directory.
@@ -195,8 +195,8 @@ impl Btrfs {
             )));
         }
         let cdir = self.container_dir(key);
-        match std::fs::create_dir(&cdir) {
-            Ok(()) => {}
+        let made_cdir = match std::fs::create_dir(&cdir) {
+            Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 if cdir.join("rootfs").exists() {
                     return Err(StorageError::Invalid(format!(
@@ -204,6 +204,7 @@ impl Btrfs {
                         cdir.join("rootfs").display()
                     )));
                 }
+                false
             }
             Err(e) => {
                 return Err(StorageError::Io {
@@ -211,13 +212,25 @@ impl Btrfs {
                     source: e,
                 })
             }
-        }
+        };
+        // Undo only what this call made: never unmount the target (what
+        // is mounted there is not ours) nor touch what was there before.
+        let undo = |rootfs_made: bool| -> Result<()> {
+            if rootfs_made {
+                delete_subvol(&open_dir(&cdir)?, &cdir, "rootfs")?;
+            }
+            if made_cdir {
+                std::fs::remove_dir_all(&cdir)
+                    .map_err(crate::io_err(format!("removing {}", cdir.display())))?;
+            }
+            Ok(())
+        };
         let rootfs = cdir.join("rootfs");
-        let made = (|| {
+        let snap = (|| {
             let cdirf = open_dir(&cdir)?;
             match layers.last() {
                 None => subvol_create(&cdirf, "rootfs")
-                    .map_err(ioctl_err("creating subvolume", &rootfs))?,
+                    .map_err(ioctl_err("creating subvolume", &rootfs)),
                 Some(top) => {
                     check_component("layer", top)?;
                     let src_path = self.layers_dir().join(top);
@@ -225,14 +238,15 @@ impl Btrfs {
                     snap_create(&cdirf, "rootfs", &src, false).map_err(ioctl_err(
                         &format!("snapshotting {} as", src_path.display()),
                         &rootfs,
-                    ))?;
+                    ))
                 }
             }
-            bind(&rootfs, target)
         })();
-        if let Err(e) = made {
-            let _ = self.unmount_key(key, target);
-            return Err(e);
+        if let Err(e) = snap {
+            return Err(crate::with_cleanup(e, undo(false)));
+        }
+        if let Err(e) = bind(&rootfs, target) {
+            return Err(crate::with_cleanup(e, undo(true)));
         }
         Ok(())
     }
@@ -241,7 +255,7 @@ impl Btrfs {
         check_component("container key", key)?;
         let cdir = self.container_dir(key);
         if cdir.exists() {
-            unbind(target)?;
+            unbind(target, &cdir.join("rootfs"))?;
         }
         let Ok(cdirf) = open_dir(&cdir) else {
             return Ok(()); // gone already
@@ -359,7 +373,7 @@ impl Btrfs {
             &format!("snapshotting {} as", snap.display()),
             &new,
         ))?;
-        unbind(target)?;
+        unbind(target, &rootfs)?;
         let old = cdir.join(".rootfs-old");
         std::fs::rename(&rootfs, &old).map_err(crate::io_err(format!(
             "renaming {} to {}",
@@ -538,28 +552,31 @@ fn bind(src: &Path, target: &Path) -> Result<()> {
     })
 }
 
-/// Unmount `target` while it is a mount point (retrying on EBUSY); not
-/// mounted or missing is fine.
-fn unbind(target: &Path) -> Result<()> {
+/// Unmount berth's bind mounts of `rootfs` at `target` (retrying on
+/// EBUSY), never a mount that is not berth's (see
+/// [`crate::vfs::unmount_ours`]); not mounted or missing is fine.
+fn unbind(target: &Path, rootfs: &Path) -> Result<()> {
     use nix::mount::{umount2, MntFlags};
-    let mut tries = 1;
-    while is_mounted_here(target) {
-        match umount2(target, MntFlags::empty()) {
-            Ok(()) => {}
-            Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
-            Err(Errno::EBUSY) if tries < BUSY_TRIES => {
-                tries += 1;
-                std::thread::sleep(BUSY_SLEEP);
-            }
-            Err(e) => {
-                return Err(StorageError::Io {
-                    what: format!("unmounting {}", target.display()),
-                    source: e.into(),
-                })
+    let ours =
+        |m: &crate::vfs::MountEntry| m.fstype == "btrfs" && crate::vfs::is_bind_of(m, rootfs);
+    crate::vfs::unmount_ours(target, &ours, &mut |t| {
+        let mut tries = 1;
+        loop {
+            match umount2(t, MntFlags::UMOUNT_NOFOLLOW) {
+                Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
+                Err(Errno::EBUSY) if tries < BUSY_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(BUSY_SLEEP);
+                }
+                Err(e) => {
+                    return Err(StorageError::Io {
+                        what: format!("unmounting {}", t.display()),
+                        source: e.into(),
+                    })
+                }
             }
         }
-    }
-    Ok(())
+    })
 }
 
 // ---- btrfs ioctls (linux/btrfs.h) ----

@@ -150,19 +150,32 @@ pub fn container_key(state_root: &Path, id: &str) -> String {
 /// First, under the store's lock, the layers are checked to still be there
 /// and the container's reference (`containers/refs/KEY.json`) is written, so
 /// no `image rm` can take a layer away from under it and [`teardown`] can
-/// find what to undo. A mount that fails is undone before the error returns
-/// (if that undoing fails too, the reference stays for [`teardown`]).
+/// find what to undo. A mount that fails undoes only what it made (a
+/// container the key already had, say from an earlier create, is left
+/// alone); the reference goes only if the container has nothing left in
+/// the store, else it stays for [`teardown`].
 pub fn mount_rootfs(rec: &RootfsRecord) -> Result<()> {
     store::check_key(&rec.key)?;
     let drv = driver::open(&rec.store)?;
     store::add_ref(&rec.store.root, drv.as_ref(), rec)?;
     if let Err(e) = drv.mount(&rec.key, &rec.layers, &rec.target) {
-        if drv.unmount(&rec.key, &rec.target).is_ok() {
-            store::remove_ref(&rec.store.root, &rec.key)?;
-        }
-        return Err(e);
+        let cleanup = match drv.has_container(&rec.key) {
+            Ok(false) => store::remove_ref(&rec.store.root, &rec.key),
+            Ok(true) => Ok(()),
+            Err(c) => Err(c),
+        };
+        return Err(with_cleanup(e, cleanup));
     }
     Ok(())
+}
+
+/// `e`, and what went wrong undoing after it if anything did: the cause
+/// first ("X (and cleaning up after it failed: Y)").
+pub(crate) fn with_cleanup(e: StorageError, cleanup: Result<()>) -> StorageError {
+    match cleanup {
+        Ok(()) => e,
+        Err(c) => StorageError::Invalid(format!("{e} (and cleaning up after it failed: {c})")),
+    }
 }
 
 /// Undo [`mount_rootfs`], whatever part of it happened: unmount, destroy
@@ -314,6 +327,23 @@ mod tests {
         assert!(beyond_keep(&all, 4).is_empty());
         assert!(beyond_keep(&all, 10).is_empty());
         assert!(beyond_keep(&[], 2).is_empty());
+    }
+
+    #[test]
+    fn cleanup_errors_follow_the_cause() {
+        let cause = || StorageError::Invalid("mounting x: busy".into());
+        assert_eq!(
+            with_cleanup(cause(), Ok(())).to_string(),
+            "mounting x: busy"
+        );
+        let both = with_cleanup(
+            cause(),
+            Err(StorageError::Invalid("removing y: EPERM".into())),
+        );
+        assert_eq!(
+            both.to_string(),
+            "mounting x: busy (and cleaning up after it failed: removing y: EPERM)"
+        );
     }
 
     #[test]

@@ -22,12 +22,22 @@ use nix::mount::MsFlags;
 use crate::driver::{container_path, layer_path, layers_in_dir, Driver};
 use crate::store::{mkdir_private, temp_suffix};
 use crate::vfs::{
-    commit_dir, get_xattr, is_dir, lstat, make_root_dir, make_target, read_through,
-    remove_layer_dir, remove_tree, unmount_all, Found,
+    commit_dir, detach, get_xattr, is_dir, lstat, make_root_dir, make_target, read_through,
+    remove_layer_dir, remove_tree, unmount_ours, Found, MountEntry,
 };
 use crate::{io_err, DriverKind, Result, StorageError};
 
 const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
+/// `layers/overlay/HEX/NO_ROOT_ENTRY`: the layer's tar had no `./` entry,
+/// so its root's owner and mode are a default, not the image's.
+const NO_ROOT_ENTRY: &str = "no-root-entry";
+/// The owner a layer's root has while it is filled.
+const UNSET_ID: u32 = u32::MAX - 1;
+
+fn chown(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+        .map_err(io_err(format!("chown {}", p.display())))
+}
 
 pub(crate) struct Overlay {
     root: PathBuf,
@@ -125,7 +135,21 @@ impl Driver for Overlay {
             fs::create_dir(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
             let diff = tmp.join("diff");
             make_root_dir(&diff)?;
-            fill(&diff)
+            // Owned by UNSET_ID until the layer's `./` entry (if any) gives
+            // the root its owner and mode.
+            chown(&diff, UNSET_ID, UNSET_ID)?;
+            fill(&diff)?;
+            let md =
+                fs::symlink_metadata(&diff).map_err(io_err(format!("lstat {}", diff.display())))?;
+            if md.uid() == UNSET_ID && md.gid() == UNSET_ID {
+                // No `./` entry: the root keeps tar's default, and the
+                // marker says its metadata is not the layer's.
+                chown(&diff, 0, 0)?;
+                let marker = tmp.join(NO_ROOT_ENTRY);
+                fs::write(&marker, b"")
+                    .map_err(io_err(format!("creating {}", marker.display())))?;
+            }
+            Ok(())
         })();
         if let Err(e) = made {
             let _ = remove_tree(&tmp);
@@ -154,6 +178,58 @@ impl Driver for Overlay {
 
     fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
         let cdir = container_path(&self.root, DriverKind::Overlay, key);
+        let fresh = lstat(&cdir)?.is_none();
+        self.mount_in(&cdir, layers, target).map_err(|e| {
+            // Undo only what this call made: a container that was there
+            // (mounted by an earlier create) stays for unmount.
+            let undo = if fresh { remove_tree(&cdir) } else { Ok(()) };
+            crate::with_cleanup(e, undo)
+        })
+    }
+
+    fn unmount(&self, key: &str, target: &Path) -> Result<()> {
+        let cdir = container_path(&self.root, DriverKind::Overlay, key);
+        let upper = cdir.join("upper");
+        unmount_ours(target, &|m| is_overlay_of(m, &upper), &mut detach)?;
+        remove_tree(&cdir)
+    }
+}
+
+/// Whether `m` is an overlay whose upper directory is `upper`.
+fn is_overlay_of(m: &MountEntry, upper: &Path) -> bool {
+    if m.fstype != "overlay" {
+        return false;
+    }
+    // The path as berth passed it, and resolved.
+    let mut forms = vec![upper.to_path_buf()];
+    if let Ok(real) = fs::canonicalize(upper) {
+        forms.push(real);
+    }
+    forms.iter().any(|p| {
+        let want = format!("upperdir={}", escape_option(p.as_os_str().as_bytes()));
+        m.super_opts.split(',').any(|o| o == want)
+    })
+}
+
+/// A mount option value as the kernel shows it (seq_show_option: ',', '=',
+/// space, tab, newline and backslash as octal escapes).
+fn escape_option(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    for &b in v {
+        if b",= \t\n\\".contains(&b) {
+            out.extend_from_slice(format!("\\{b:03o}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Overlay {
+    /// [`Driver::mount`] into container directory `cdir`; the mount is
+    /// the last step, so an error leaves nothing mounted.
+    fn mount_in(&self, cdir: &Path, layers: &[Digest], target: &Path) -> Result<()> {
+        let cdir = cdir.to_path_buf();
         let upper = cdir.join("upper");
         let work = cdir.join("work");
         mkdir_private(&cdir)?;
@@ -163,8 +239,20 @@ impl Driver for Overlay {
             }
         }
         // The merged root directory shows the upper directory's owner and
-        // mode: give it the image's.
+        // mode: give it the image's, from the topmost layer that has a
+        // `./` entry (else the bottom layer's default).
         let mut lowers: Vec<PathBuf> = layers.iter().rev().map(|l| self.diff(l)).collect();
+        let root_meta = layers
+            .iter()
+            .rev()
+            .find(|l| {
+                lstat(&self.layer(l).join(NO_ROOT_ENTRY))
+                    .ok()
+                    .flatten()
+                    .is_none()
+            })
+            .or(layers.first())
+            .map(|l| self.diff(l));
         if lowers.is_empty() {
             let empty = cdir.join("empty");
             if !is_dir(&empty) {
@@ -172,18 +260,13 @@ impl Driver for Overlay {
             }
             lowers.push(empty);
         }
-        copy_owner_mode(&lowers[0], &upper)?;
+        copy_owner_mode(root_meta.as_ref().unwrap_or(&lowers[0]), &upper)?;
         make_target(target)?;
         match mount_new_api(&lowers, &upper, &work, target) {
             Err(MountError::NoApi) => mount_legacy(&lowers, &upper, &work, target),
             Err(MountError::Failed(e)) => Err(e),
             Ok(()) => Ok(()),
         }
-    }
-
-    fn unmount(&self, key: &str, target: &Path) -> Result<()> {
-        unmount_all(target)?;
-        remove_tree(&container_path(&self.root, DriverKind::Overlay, key))
     }
 }
 
@@ -567,6 +650,53 @@ mod tests {
         assert!(!ov.has_layer(&l));
         let dir = store.path().join("layers/overlay");
         assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    }
+
+    /// A layer without a `./` entry does not decide the root directory's
+    /// owner and mode; the topmost layer that has one does.
+    #[test]
+    fn root_metadata_from_the_topmost_layer_that_has_it() {
+        use std::os::unix::fs::MetadataExt;
+        let store = TempDir::new("ovlroot");
+        let ov = Overlay::new(store.path());
+        // What the unpacker does with a `./` entry: chown, then chmod.
+        let root_entry = |d: &Path, uid: u32, mode: u32| {
+            chown(d, uid, uid).unwrap();
+            fs::set_permissions(d, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let (l1, l2, l3) = (chain("r1"), chain("r2"), chain("r3"));
+        ov.create_layer(&l1, None, &mut |d| {
+            root_entry(d, 1000, 0o750);
+            write(d, "a", "");
+            Ok(())
+        })
+        .unwrap();
+        ov.create_layer(&l2, Some(&l1), &mut |d| {
+            write(d, "b", "");
+            Ok(())
+        })
+        .unwrap();
+        ov.create_layer(&l3, Some(&l2), &mut |d| {
+            root_entry(d, 0, 0o755);
+            Ok(())
+        })
+        .unwrap();
+        // The layer without a `./` entry has tar's default root.
+        let md = fs::metadata(ov.diff(&l2)).unwrap();
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (0, 0, 0o755));
+        let meta = |layers: &[Digest], k: &str| {
+            let t = store.path().join(k);
+            ov.mount(k, layers, &t).unwrap();
+            let md = fs::metadata(&t).unwrap();
+            ov.unmount(k, &t).unwrap();
+            (md.uid(), md.gid(), md.mode() & 0o7777)
+        };
+        assert_eq!(meta(&[l1.clone(), l2.clone()], "k1"), (1000, 1000, 0o750));
+        assert_eq!(
+            meta(&[l1.clone(), l2.clone(), l3.clone()], "k2"),
+            (0, 0, 0o755)
+        );
+        assert_eq!(meta(std::slice::from_ref(&l2), "k3"), (0, 0, 0o755));
     }
 
     #[test]

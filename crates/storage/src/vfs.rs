@@ -11,7 +11,7 @@ use std::ffi::{CString, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -118,7 +118,28 @@ impl Driver for Vfs {
 
     fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
         let cdir = container_path(&self.root, DriverKind::Vfs, key);
-        mkdir_private(&cdir)?;
+        let fresh = lstat(&cdir)?.is_none();
+        self.mount_in(&cdir, layers, target).map_err(|e| {
+            // Undo only what this call made: a container that was there
+            // (mounted by an earlier create) stays for unmount.
+            let undo = if fresh { remove_tree(&cdir) } else { Ok(()) };
+            crate::with_cleanup(e, undo)
+        })
+    }
+
+    fn unmount(&self, key: &str, target: &Path) -> Result<()> {
+        let cdir = container_path(&self.root, DriverKind::Vfs, key);
+        let rootfs = cdir.join("rootfs");
+        unmount_ours(target, &|m| is_bind_of(m, &rootfs), &mut detach)?;
+        remove_tree(&cdir)
+    }
+}
+
+impl Vfs {
+    /// [`Driver::mount`] into container directory `cdir`; the bind mount
+    /// is the last step, so an error leaves nothing mounted.
+    fn mount_in(&self, cdir: &Path, layers: &[Digest], target: &Path) -> Result<()> {
+        mkdir_private(cdir)?;
         let rootfs = cdir.join("rootfs");
         if !is_dir(&rootfs) {
             // Copied under a temporary name: a rootfs that is there is whole.
@@ -152,11 +173,6 @@ impl Driver for Vfs {
                 target.display()
             ))(e.into())
         })
-    }
-
-    fn unmount(&self, key: &str, target: &Path) -> Result<()> {
-        unmount_all(target)?;
-        remove_tree(&container_path(&self.root, DriverKind::Vfs, key))
     }
 }
 
@@ -281,21 +297,157 @@ pub(crate) fn trash_path(layer: &Path) -> PathBuf {
     layer.with_file_name(format!("{name}.{suffix}"))
 }
 
-/// Unmount everything mounted at `target` (it may have been mounted more
-/// than once by a retried create). Nothing mounted, or no target, is fine.
-pub(crate) fn unmount_all(target: &Path) -> Result<()> {
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone)]
+pub(crate) struct MountEntry {
+    pub(crate) id: u64,
+    pub(crate) parent: u64,
+    /// The directory of its filesystem that is mounted (a bind mount's
+    /// source), octal escapes decoded.
+    pub(crate) root: PathBuf,
+    pub(crate) point: PathBuf,
+    pub(crate) fstype: String,
+    pub(crate) source: String,
+    /// As the kernel prints them (a filesystem's own escapes kept).
+    pub(crate) super_opts: String,
+}
+
+/// mountinfo's octal escapes (`\040` for a space) decoded.
+fn unescape_octal(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// The mounts of this mount namespace.
+pub(crate) fn mountinfo() -> Result<Vec<MountEntry>> {
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("reading /proc/self/mountinfo"))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        if f.len() < 5 || f.len() < dash + 4 {
+            continue;
+        }
+        let (Ok(id), Ok(parent)) = (f[0].parse(), f[1].parse()) else {
+            continue;
+        };
+        out.push(MountEntry {
+            id,
+            parent,
+            root: unescape_octal(f[3]),
+            point: unescape_octal(f[4]),
+            fstype: f[dash + 1].to_string(),
+            source: f[dash + 2].to_string(),
+            super_opts: f[dash + 3].to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// The mounts at `point`, bottom first (each one mounted over the one
+/// before it is its parent).
+pub(crate) fn stack_at<'a>(all: &'a [MountEntry], point: &Path) -> Vec<&'a MountEntry> {
+    let mut here: Vec<&MountEntry> = all.iter().filter(|m| m.point == point).collect();
+    let mut out: Vec<&MountEntry> = Vec::with_capacity(here.len());
+    while !here.is_empty() {
+        let below = out.last().map(|m| m.id);
+        let next = here
+            .iter()
+            .position(|m| Some(m.parent) == below)
+            .or_else(|| {
+                // The bottom one: its parent is not at this point.
+                here.iter()
+                    .position(|m| !here.iter().any(|o| o.id == m.parent))
+            })
+            .unwrap_or(0);
+        out.push(here.remove(next));
+    }
+    out
+}
+
+/// Unmount the mounts at `target` that `ours` says berth made, from the
+/// top down, with `umount`. A mount that is not berth's stops it: one
+/// that was there before berth mounted stays (and is no error); one
+/// mounted over berth's is an error that says so, and nothing is
+/// unmounted under it. Nothing mounted, or no target, is fine.
+pub(crate) fn unmount_ours(
+    target: &Path,
+    ours: &dyn Fn(&MountEntry) -> bool,
+    umount: &mut dyn FnMut(&Path) -> Result<()>,
+) -> Result<()> {
+    // mountinfo names mount points by their resolved path.
+    let point = match fs::canonicalize(target) {
+        Ok(p) => p,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Ok(())
+        }
+        Err(e) => return Err(io_err(format!("resolving {}", target.display()))(e)),
+    };
     const MAX: usize = 64;
     for _ in 0..MAX {
-        match nix::mount::umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-            Ok(()) => continue,
-            Err(Errno::EINVAL) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(()),
-            Err(e) => return Err(io_err(format!("unmounting {}", target.display()))(e.into())),
+        let all = mountinfo()?;
+        let stack = stack_at(&all, &point);
+        let Some(top) = stack.last() else {
+            return Ok(());
+        };
+        if ours(top) {
+            umount(target)?;
+            continue;
         }
+        if stack.iter().any(|m| ours(m)) {
+            return Err(StorageError::Invalid(format!(
+                "unmounting {}: berth's root filesystem there is under another mount ({} on {}, type {}); unmount that first",
+                target.display(),
+                top.source,
+                top.point.display(),
+                top.fstype
+            )));
+        }
+        return Ok(());
     }
     Err(StorageError::Invalid(format!(
         "unmounting {}: still mounted after {MAX} unmounts",
         target.display()
     )))
+}
+
+/// umount2(MNT_DETACH) of `target`; already gone is fine.
+pub(crate) fn detach(target: &Path) -> Result<()> {
+    match nix::mount::umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io_err(format!("unmounting {}", target.display()))(e.into())),
+    }
+}
+
+/// Whether `m` is a bind mount of the directory `.../containers/DRIVER/KEY/rootfs`
+/// of this store (matched by its trailing components: the key is unique).
+pub(crate) fn is_bind_of(m: &MountEntry, rootfs: &Path) -> bool {
+    let tail: PathBuf = rootfs
+        .components()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    m.root.ends_with(&tail)
 }
 
 // ---- reading a file through layers ----

@@ -12,7 +12,8 @@
 //! DATASET/layers/tmp-PID-N-HEX   a layer being made (renamed when done)
 //! DATASET/containers        mountpoint=none
 //! DATASET/containers/KEY    a container's rootfs: a clone of the top
-//!                           layer's @layer, mountpoint=TARGET
+//!                           layer's @layer, mountpoint=TARGET,
+//!                           canmount=noauto (mounted by `mount`, not at boot)
 //! DATASET/containers/KEY@NAME    the container's snapshots
 //! ```
 //!
@@ -317,21 +318,39 @@ impl Zfs {
             )));
         }
         let ds = self.container_ds(key);
+        // Refused before anything is made: the dataset there is another
+        // mount's (an earlier create of this container) and must stay.
+        if dataset_exists(&ds)? {
+            return Err(StorageError::Invalid(format!(
+                "container {key} already has a root filesystem (dataset {ds})"
+            )));
+        }
         let mp = format!("mountpoint={}", target.display());
+        // canmount=noauto: mounted here, by this call, and never again by
+        // `zfs mount -a` (at boot) onto a bundle path nobody asked for.
+        let noauto = "canmount=noauto";
         let made = match layers.last() {
-            None => zfs_cmd(&["create", "-o", &mp, &ds]),
+            None => zfs_cmd(&["create", "-o", noauto, "-o", &mp, &ds]),
             Some(top) => {
                 check_component("layer", top)?;
-                zfs_cmd(&["clone", "-o", &mp, &self.layer_snap(top), &ds])
+                zfs_cmd(&["clone", "-o", noauto, "-o", &mp, &self.layer_snap(top), &ds])
             }
         };
-        let res = made.and_then(|_| check_mounted(target, &ds));
+        // (zfs-fuse mounts a clone at once all the same.)
+        let res = made
+            .and_then(|_| match retry_busy(|| zfs_cmd(&["mount", &ds])) {
+                Err(StorageError::Command { msg, .. }) if msg.contains("already mounted") => {
+                    Ok(String::new())
+                }
+                r => r,
+            })
+            .and_then(|_| check_mounted(target, &ds));
         if let Err(e) = res {
             // Made but not mounted (e.g. a non-empty target): undo. A clone
             // that was never made ("dataset already exists" is someone
             // else's) is left alone.
             if !matches!(&e, StorageError::Command { msg, .. } if msg.contains("already exists")) {
-                let _ = destroy_ds(&ds, true);
+                return Err(crate::with_cleanup(e, destroy_ds(&ds, true)));
             }
             return Err(e);
         }
@@ -1007,6 +1026,17 @@ mod tests {
         env.zfs.mount_hex("c1", &stack, &t1).unwrap();
         env.zfs.mount_hex("c2", &stack, &t2).unwrap();
         assert!(mounted(&t1) && mounted(&t2));
+        // Mounted by mount, never by `zfs mount -a` at boot.
+        let canmount = zfs_cmd(&[
+            "get",
+            "-H",
+            "-o",
+            "value",
+            "canmount",
+            &env.zfs.container_ds("c1"),
+        ])
+        .unwrap();
+        assert_eq!(canmount.trim(), "noauto");
         assert_eq!(std::fs::read_to_string(t1.join("b")).unwrap(), "from l2");
         assert_eq!(std::fs::read_to_string(t1.join("keep")).unwrap(), "k");
         assert!(!t1.join("a").exists(), "l2 deleted a");

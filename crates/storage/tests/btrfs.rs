@@ -286,3 +286,39 @@ fn unused_layers_are_swept() {
     store.remove_image("x/next:1").unwrap();
     assert!(fs.subvolumes().is_empty(), "{:?}", fs.subvolumes());
 }
+
+/// A second mount of a container that has its root filesystem already
+/// (a retried create) is refused and leaves the first one, its files,
+/// its mount and its reference, alone.
+#[test]
+fn second_mount_of_a_key_leaves_the_first_alone() {
+    let fs = Fs::new();
+    let store = Store::open(StoreConfig {
+        root: fs.path().join("store"),
+        driver: DriverKind::Btrfs,
+        options: BTreeMap::new(),
+    })
+    .unwrap();
+    let base = fs.path().to_path_buf();
+    image().write_layout(&base.join("l"), "x/app:1");
+    store.import(&base.join("l"), None).unwrap();
+    let key = container_key(&base, "c");
+    let (t1, t2) = (base.join("b1/rootfs"), base.join("b2/rootfs"));
+    fs::create_dir_all(&t1).unwrap();
+    fs::create_dir_all(&t2).unwrap();
+    let first = store.plan_rootfs(&key, "x/app:1", None, &t1).unwrap();
+    mount_rootfs(&first).unwrap();
+    fs::write(t1.join("mine"), "m").unwrap();
+    let again = store.plan_rootfs(&key, "x/app:1", None, &t2).unwrap();
+    let e = mount_rootfs(&again).unwrap_err().to_string();
+    assert!(e.contains("already has a root filesystem"), "{e}");
+    assert!(mount_points().contains(&t1));
+    assert!(!mount_points().contains(&t2));
+    assert_eq!(fs::read_to_string(t1.join("mine")).unwrap(), "m");
+    assert!(base
+        .join("store/containers/refs")
+        .join(format!("{key}.json"))
+        .exists());
+    teardown(&first).unwrap();
+    assert!(!mount_points().contains(&t1));
+}

@@ -541,3 +541,95 @@ fn unused_layers_and_blobs_are_swept() {
         );
     }
 }
+
+fn mount_tmpfs(at: &Path) {
+    nix::mount::mount(
+        Some("berth-test"),
+        at,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+}
+
+/// A mount that was at the rootfs path before berth mounted there stays
+/// through teardown; one mounted over berth's makes teardown fail, saying
+/// so, without unmounting anything.
+#[test]
+fn teardown_unmounts_only_what_berth_mounted() {
+    for driver in [DriverKind::Overlay, DriverKind::Vfs] {
+        let t = Tmp::new("theirs");
+        let store = t.store(driver);
+        image().write_layout(&t.0.join("l"), "x/app:1");
+        store.import(&t.0.join("l"), None).unwrap();
+        let target = t.0.join("b/rootfs");
+        fs::create_dir_all(&target).unwrap();
+        mount_tmpfs(&target);
+        fs::write(target.join("theirs"), "t").unwrap();
+        let plan = store
+            .plan_rootfs(&container_key(&t.0, "c"), "x/app:1", None, &target)
+            .unwrap();
+        mount_rootfs(&plan).unwrap();
+        assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "top");
+        assert!(!target.join("theirs").exists());
+        teardown(&plan).unwrap();
+        assert_eq!(
+            fs::read_to_string(target.join("theirs")).unwrap(),
+            "t",
+            "{driver:?}: the mount that was there before is gone"
+        );
+
+        mount_rootfs(&plan).unwrap();
+        mount_tmpfs(&target);
+        let e = teardown(&plan).unwrap_err().to_string();
+        assert!(e.contains("under another mount"), "{driver:?}: {e}");
+        nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "top");
+        teardown(&plan).unwrap();
+        assert_eq!(fs::read_to_string(target.join("theirs")).unwrap(), "t");
+        nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert!(mounts_under(&t.0).is_empty(), "{driver:?}");
+    }
+}
+
+/// A mount that fails undoes only what it made: the container the key
+/// already had (an earlier create) keeps its files, mount and reference;
+/// a new container leaves nothing.
+#[test]
+fn failed_mount_leaves_the_earlier_container_alone() {
+    for driver in [DriverKind::Overlay, DriverKind::Vfs] {
+        let t = Tmp::new("failmount");
+        let store = t.store(driver);
+        image().write_layout(&t.0.join("l"), "x/app:1");
+        store.import(&t.0.join("l"), None).unwrap();
+        let key = container_key(&t.0, "c");
+        let target = t.0.join("b/rootfs");
+        let plan = store.plan_rootfs(&key, "x/app:1", None, &target).unwrap();
+        mount_rootfs(&plan).unwrap();
+        fs::write(target.join("mine"), "m").unwrap();
+        // A target that cannot be made: under a regular file.
+        fs::write(t.0.join("file"), "").unwrap();
+        let bad = store
+            .plan_rootfs(&key, "x/app:1", None, &t.0.join("file/rootfs"))
+            .unwrap();
+        let e = mount_rootfs(&bad).unwrap_err().to_string();
+        assert!(e.contains("file/rootfs"), "{e}");
+        assert_eq!(
+            fs::read_to_string(target.join("mine")).unwrap(),
+            "m",
+            "{driver:?}: the earlier container lost its files"
+        );
+        let refs = t.0.join("store/containers/refs");
+        assert_eq!(names(&refs), [format!("{key}.json")]);
+        teardown(&plan).unwrap();
+
+        let other = container_key(&t.0, "d");
+        let bad = store
+            .plan_rootfs(&other, "x/app:1", None, &t.0.join("file/rootfs"))
+            .unwrap();
+        mount_rootfs(&bad).unwrap_err();
+        assert!(names(&refs).is_empty(), "{driver:?}");
+        assert!(names(&t.0.join("store/containers").join(driver.as_str())).is_empty());
+    }
+}
