@@ -93,7 +93,9 @@ impl Store {
     ///
     /// Layers already in the store are not unpacked again. On failure the
     /// store is left as it was: the layers and blobs this import made and
-    /// nothing else uses are removed.
+    /// nothing else uses are removed. Before anything else, layers and
+    /// blobs nothing uses (a killed import's, those kept for containers
+    /// deleted since) are swept, best effort.
     pub fn import(&self, path: &Path, name: Option<&str>) -> Result<ImageRecord> {
         let wanted = name.map(normalize_name).transpose()?;
         let src = Source::open(path)?;
