@@ -71,7 +71,8 @@ pub enum Whiteouts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub entries: u64,
-    /// Bytes of file content written.
+    /// Bytes of file content written (for a GNU sparse file, the data the
+    /// archive holds for it; its holes are not counted).
     pub bytes: u64,
 }
 
@@ -1274,6 +1275,45 @@ impl Unpacker<'_> {
 mod tests {
     use super::*;
 
+    /// The second line of defence: whatever a caller passes, removing
+    /// `..`, `.` or a path is refused and the parent keeps its contents.
+    #[test]
+    fn remove_all_refuses_dot_names() {
+        let t = std::env::temp_dir().join(format!(
+            "berth-image-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        struct Gone(std::path::PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _g = Gone(t.clone());
+        std::fs::create_dir_all(t.join("layer/sub")).unwrap();
+        std::fs::write(t.join("canary"), b"c").unwrap();
+        std::fs::write(t.join("layer/sub/f"), b"f").unwrap();
+        let dir = openat(
+            nix::fcntl::AT_FDCWD,
+            &t.join("layer"),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        for name in [&b".."[..], b".", b"", b"sub/f", b"../canary"] {
+            assert_eq!(
+                remove_all(dir.as_fd(), name),
+                Err(Errno::EINVAL),
+                "{name:?}"
+            );
+        }
+        assert!(t.join("canary").exists());
+        assert!(t.join("layer/sub/f").exists());
+        remove_all(dir.as_fd(), b"sub").unwrap();
+        assert!(!t.join("layer/sub").exists());
+    }
+
     #[test]
     fn pax_times() {
         assert_eq!(parse_pax_time("12"), Some(TimeSpec::new(12, 0)));
@@ -1304,6 +1344,10 @@ mod tests {
         assert!(clean(b"..", &mut out).is_err());
         assert_eq!(split(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
         assert_eq!(split(b"c"), (&b""[..], &b"c"[..]));
+        assert!(is_name(b"...") && is_name(b".wh.") && is_name(b"a"));
+        for bad in [&b""[..], b".", b"..", b"a/b", b"/", b"../x"] {
+            assert!(!is_name(bad), "{bad:?}");
+        }
         assert!(is_zero(&[0u8; 4096]));
         let mut b = [0u8; 4096];
         b[4095] = 1;
