@@ -1068,11 +1068,11 @@ fn vfs_bad_inputs() {
 }
 
 /// `image rm` while a container uses the image keeps the layers for the
-/// container; once that container is deleted, nothing uses them and they
-/// must not stay in the store for ever (no later command would collect
-/// them: `image rm` only looks at the layers of the image it removes).
+/// container; once that container is deleted nothing uses them, and they
+/// must not stay in the store for ever: the store collects them at its
+/// next change (delete itself does not; the next import or rm does).
 #[test]
-fn removed_images_layers_go_with_their_last_container() {
+fn removed_images_layers_go_after_their_last_container() {
     let env = Env::new("rmgc", "overlay");
     let layout = env.tmp.join("layout");
     small_image("gc").write_layout(&layout, "x");
@@ -1085,9 +1085,20 @@ fn removed_images_layers_go_with_their_last_container() {
     assert_eq!(names(&env.layers_dir()).len(), 2, "layers in use removed");
     env.berth(&["delete", "--force", &id]).ok();
     env.assert_no_container_left();
+    // Another image, sharing no layer.
+    let other = env.tmp.join("other");
+    ImageBuilder::new()
+        .layer(
+            LayerBuilder::new().file("only", b"x", 0o644),
+            Compression::Gzip,
+        )
+        .config(|c| *c = json!({"Cmd": ["/only"]}))
+        .write_layout(&other, "x");
+    env.import(&other, "berth-test/other:1").ok();
     assert_eq!(
-        names(&env.layers_dir()),
-        Vec::<String>::new(),
-        "the removed image's layers outlive its last container"
+        names(&env.layers_dir()).len(),
+        1,
+        "the removed image's layers outlive its last container: {:?}",
+        names(&env.layers_dir())
     );
 }

@@ -473,7 +473,7 @@ fn scenario(env: &Env) {
     env.berth(&["snapshot", "create", &c1, "s4", "--keep-last", "0"])
         .fails();
     env.berth(&["snapshot", "delete", &c1, "s3"]).ok();
-    assert_eq!(snapshot_names(env, &c1), [stamp.clone()]);
+    assert_eq!(snapshot_names(env, &c1), std::slice::from_ref(stamp));
     let out = env.berth(&["snapshot", "restore", &c1, "nope"]).fails();
     assert!(out.stderr.contains("nope"), "{out}");
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
