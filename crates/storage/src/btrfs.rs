@@ -407,6 +407,10 @@ impl Driver for Btrfs {
     fn has_layer(&self, chain: &Digest) -> bool {
         self.has_layer_hex(chain.hex())
     }
+    fn mounted_layers<'a>(&self, layers: &'a [Digest]) -> &'a [Digest] {
+        // Each layer is the whole tree: the container is made from the top one.
+        &layers[layers.len().saturating_sub(1)..]
+    }
     fn create_layer(
         &self,
         chain: &Digest,

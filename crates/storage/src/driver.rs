@@ -15,6 +15,14 @@ pub(crate) trait Driver {
 
     fn has_layer(&self, chain: &Digest) -> bool;
 
+    /// Which of `layers` (bottom first) a container's rootfs is made from
+    /// and so must exist: every one for overlay (the default); only the
+    /// top for drivers whose layers each hold the whole tree (checking one
+    /// instead of a hundred is one `zfs list` instead of a hundred).
+    fn mounted_layers<'a>(&self, layers: &'a [Digest]) -> &'a [Digest] {
+        layers
+    }
+
     /// Make layer `chain` on top of `parent` (None: the bottom layer):
     /// prepare a directory (overlay: empty; others: the parent's contents),
     /// call `fill` to unpack the layer into it, and commit it under

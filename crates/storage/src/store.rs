@@ -524,7 +524,11 @@ struct Made {
 }
 
 fn check_unpacked(drv: &dyn Driver, img: &ImageRecord) -> Result<()> {
-    if img.layers.iter().all(|l| drv.has_layer(l)) {
+    if drv
+        .mounted_layers(&img.layers)
+        .iter()
+        .all(|l| drv.has_layer(l))
+    {
         return Ok(());
     }
     let d = drv.kind().as_str();
@@ -674,7 +678,11 @@ fn ref_path(root: &Path, key: &str) -> PathBuf {
 /// the lock, that they are all still there.
 pub(crate) fn add_ref(root: &Path, drv: &dyn Driver, rec: &RootfsRecord) -> Result<()> {
     let _lock = lock(root, LOCK)?;
-    if let Some(l) = rec.layers.iter().find(|l| !drv.has_layer(l)) {
+    if let Some(l) = drv
+        .mounted_layers(&rec.layers)
+        .iter()
+        .find(|l| !drv.has_layer(l))
+    {
         return Err(StorageError::Invalid(format!(
             "image {:?}: layer {l} is no longer in the store for the {} driver (the image was removed?)",
             rec.image,

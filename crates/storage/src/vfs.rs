@@ -55,6 +55,10 @@ impl Driver for Vfs {
     fn has_layer(&self, chain: &Digest) -> bool {
         is_dir(&self.layer(chain))
     }
+    fn mounted_layers<'a>(&self, layers: &'a [Digest]) -> &'a [Digest] {
+        // Each layer is the whole tree: the container is made from the top one.
+        &layers[layers.len().saturating_sub(1)..]
+    }
 
     fn create_layer(
         &self,
