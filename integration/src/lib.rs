@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 pub use serde_json;
 
+pub mod images;
 pub mod oci;
+pub mod storage;
 
 /// Skip the rest of a test when the runtime under test is runc: the test checks
 /// something berth adds beyond runc.

@@ -21,22 +21,21 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use berth_image::{Digest, Whiteouts};
+use berth_image::Digest;
 use nix::errno::Errno;
 
-use crate::driver::Driver;
-use crate::zfs::{check_snapshot_name, read_in_root, rfc3339_utc};
+use crate::driver::HexDriver;
+use crate::fsutil::{
+    bind, check_snapshot_name, is_stale_tmp, read_in_root, rfc3339, tmp_layer_name,
+};
 use crate::{DriverKind, Result, Snapshot, StorageError};
 
 /// The inode number of every subvolume's root directory.
 const SUBVOL_ROOT_INO: u64 = 256;
 const BUSY_TRIES: u32 = 10;
 const BUSY_SLEEP: Duration = Duration::from_millis(100);
-
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) struct Btrfs {
     root: PathBuf,
@@ -92,11 +91,54 @@ impl Btrfs {
         self.containers_dir().join(key)
     }
 
-    pub(crate) fn has_layer_hex(&self, hex: &str) -> bool {
+    /// Delete `.tmp-PID-*` subvolumes whose process is gone. Best effort.
+    fn sweep_stale_tmp(&self) {
+        let dir = self.layers_dir();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let Ok(dirf) = open_dir(&dir) else { return };
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.strip_prefix('.').is_some_and(is_stale_tmp) {
+                let _ = delete_subvol(&dirf, &dir, name);
+            }
+        }
+    }
+
+    fn rootfs_of(&self, key: &str) -> Result<PathBuf> {
+        check_component("container key", key)?;
+        let rootfs = self.container_dir(key).join("rootfs");
+        if !is_subvolume(&rootfs) {
+            return Err(StorageError::Invalid(format!(
+                "container {key} has no btrfs root filesystem ({} is not a subvolume)",
+                rootfs.display()
+            )));
+        }
+        Ok(rootfs)
+    }
+
+    fn snapshot_path(&self, key: &str, name: &str) -> Result<PathBuf> {
+        check_snapshot_name(name)?;
+        let p = self.container_dir(key).join("snapshots").join(name);
+        if !is_subvolume(&p) {
+            return Err(StorageError::Invalid(format!(
+                "container {key} has no snapshot {name:?}"
+            )));
+        }
+        Ok(p)
+    }
+}
+
+impl HexDriver for Btrfs {
+    const KIND: DriverKind = DriverKind::Btrfs;
+
+    fn has_layer_hex(&self, hex: &str) -> bool {
         check_component("layer", hex).is_ok() && is_subvolume(&self.layers_dir().join(hex))
     }
 
-    pub(crate) fn create_layer_hex(
+    fn create_layer_hex(
         &self,
         hex: &str,
         parent: Option<&str>,
@@ -106,9 +148,7 @@ impl Btrfs {
         self.sweep_stale_tmp();
         let dir = self.layers_dir();
         let dirf = open_dir(&dir)?;
-        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let short = &hex[..hex.len().min(16)];
-        let tmp_name = format!(".tmp-{}-{seq}-{short}", std::process::id());
+        let tmp_name = format!(".{}", tmp_layer_name(hex));
         let tmp = dir.join(&tmp_name);
         match parent {
             None => {
@@ -151,34 +191,13 @@ impl Btrfs {
         Ok(())
     }
 
-    /// Delete `.tmp-PID-*` subvolumes whose process is gone. Best effort.
-    fn sweep_stale_tmp(&self) {
-        let dir = self.layers_dir();
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        let Ok(dirf) = open_dir(&dir) else { return };
-        for ent in rd.flatten() {
-            let name = ent.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
-                continue;
-            };
-            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = delete_subvol(&dirf, &dir, name.to_str().unwrap_or_default());
-            }
-        }
-    }
-
-    pub(crate) fn remove_layer_hex(&self, hex: &str) -> Result<()> {
+    fn remove_layer_hex(&self, hex: &str) -> Result<()> {
         check_component("layer", hex)?;
         let dir = self.layers_dir();
         delete_subvol(&open_dir(&dir)?, &dir, hex)
     }
 
-    pub(crate) fn read_file_hex(&self, layers: &[&str], path: &Path) -> Result<Option<Vec<u8>>> {
+    fn read_file_hex(&self, layers: &[&str], path: &Path) -> Result<Option<Vec<u8>>> {
         let Some(top) = layers.last() else {
             return Ok(None);
         };
@@ -186,7 +205,7 @@ impl Btrfs {
         read_in_root(&self.layers_dir().join(top), path)
     }
 
-    pub(crate) fn mount_hex(&self, key: &str, layers: &[&str], target: &Path) -> Result<()> {
+    fn mount_hex(&self, key: &str, layers: &[&str], target: &Path) -> Result<()> {
         check_component("container key", key)?;
         if !target.is_absolute() {
             return Err(StorageError::Invalid(format!(
@@ -251,7 +270,7 @@ impl Btrfs {
         Ok(())
     }
 
-    pub(crate) fn unmount_key(&self, key: &str, target: &Path) -> Result<()> {
+    fn unmount_key(&self, key: &str, target: &Path) -> Result<()> {
         check_component("container key", key)?;
         let cdir = self.container_dir(key);
         if cdir.exists() {
@@ -282,30 +301,7 @@ impl Btrfs {
         }
     }
 
-    fn rootfs_of(&self, key: &str) -> Result<PathBuf> {
-        check_component("container key", key)?;
-        let rootfs = self.container_dir(key).join("rootfs");
-        if !is_subvolume(&rootfs) {
-            return Err(StorageError::Invalid(format!(
-                "container {key} has no btrfs root filesystem ({} is not a subvolume)",
-                rootfs.display()
-            )));
-        }
-        Ok(rootfs)
-    }
-
-    fn snapshot_path(&self, key: &str, name: &str) -> Result<PathBuf> {
-        check_snapshot_name(name)?;
-        let p = self.container_dir(key).join("snapshots").join(name);
-        if !is_subvolume(&p) {
-            return Err(StorageError::Invalid(format!(
-                "container {key} has no snapshot {name:?}"
-            )));
-        }
-        Ok(p)
-    }
-
-    pub(crate) fn snapshot_create_key(&self, key: &str, name: &str) -> Result<()> {
+    fn snapshot_create_key(&self, key: &str, name: &str) -> Result<()> {
         check_snapshot_name(name)?;
         let rootfs = self.rootfs_of(key)?;
         let snaps = self.container_dir(key).join("snapshots");
@@ -324,7 +320,7 @@ impl Btrfs {
         })
     }
 
-    pub(crate) fn snapshot_list_key(&self, key: &str) -> Result<Vec<Snapshot>> {
+    fn snapshot_list_key(&self, key: &str) -> Result<Vec<Snapshot>> {
         self.rootfs_of(key)?;
         let snaps = self.container_dir(key).join("snapshots");
         let rd = match std::fs::read_dir(&snaps) {
@@ -353,14 +349,14 @@ impl Btrfs {
             .into_iter()
             .map(|(_, sec, _, name)| Snapshot {
                 name,
-                created: rfc3339_utc(sec as i64, 0),
+                created: rfc3339(sec as i64),
             })
             .collect())
     }
 
     /// Replace rootfs with a writable snapshot of `name`. Other snapshots,
     /// older or newer, stay.
-    pub(crate) fn snapshot_restore_key(&self, key: &str, name: &str, target: &Path) -> Result<()> {
+    fn snapshot_restore_key(&self, key: &str, name: &str, target: &Path) -> Result<()> {
         let rootfs = self.rootfs_of(key)?;
         let snap = self.snapshot_path(key, name)?;
         let cdir = self.container_dir(key);
@@ -389,69 +385,21 @@ impl Btrfs {
         delete_subvol(&cdirf, &cdir, ".rootfs-old")
     }
 
-    pub(crate) fn snapshot_delete_key(&self, key: &str, name: &str) -> Result<()> {
+    fn snapshot_delete_key(&self, key: &str, name: &str) -> Result<()> {
         check_component("container key", key)?;
         self.snapshot_path(key, name)?;
         let snaps = self.container_dir(key).join("snapshots");
         delete_subvol(&open_dir(&snaps)?, &snaps, name)
     }
-}
 
-impl Driver for Btrfs {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Btrfs
-    }
-    fn whiteouts(&self) -> Whiteouts {
-        Whiteouts::Apply
-    }
-    fn has_layer(&self, chain: &Digest) -> bool {
-        self.has_layer_hex(chain.hex())
-    }
-    fn mounted_layers<'a>(&self, layers: &'a [Digest]) -> &'a [Digest] {
-        // Each layer is the whole tree: the container is made from the top one.
-        &layers[layers.len().saturating_sub(1)..]
-    }
-    fn create_layer(
-        &self,
-        chain: &Digest,
-        parent: Option<&Digest>,
-        fill: &mut dyn FnMut(&Path) -> Result<()>,
-    ) -> Result<()> {
-        self.create_layer_hex(chain.hex(), parent.map(|p| p.hex()), fill)
-    }
-    fn remove_layer(&self, chain: &Digest) -> Result<()> {
-        self.remove_layer_hex(chain.hex())
-    }
-    fn layers(&self) -> Result<Vec<Digest>> {
+    fn layers_ordered(&self) -> Result<Vec<Digest>> {
         // Snapshots of a subvolume do not depend on it: any order.
         crate::driver::layers_in_dir(&self.layers_dir(), is_subvolume)
     }
-    fn has_container(&self, key: &str) -> Result<bool> {
+
+    fn has_container_key(&self, key: &str) -> Result<bool> {
         check_component("container key", key)?;
         Ok(std::fs::symlink_metadata(self.container_dir(key)).is_ok())
-    }
-    fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
-        let hex: Vec<&str> = layers.iter().map(|d| d.hex()).collect();
-        self.read_file_hex(&hex, path)
-    }
-    fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
-        let hex: Vec<&str> = layers.iter().map(|d| d.hex()).collect();
-        self.mount_hex(key, &hex, target)
-    }
-    fn unmount(&self, key: &str, target: &Path) -> Result<()> {
-        self.unmount_key(key, target)
-    }
-    fn snapshot_create(&self, key: &str, name: &str) -> Result<()> {
-        self.snapshot_create_key(key, name)
-    }
-    fn snapshot_list(&self, key: &str) -> Result<Vec<Snapshot>> {
-        self.snapshot_list_key(key)
-    }
-    fn snapshot_restore(&self, key: &str, name: &str, target: &Path) -> Result<()> {
-        self.snapshot_restore_key(key, name, target)
-    }
-    fn snapshot_delete(&self, key: &str, name: &str) -> Result<()> {
-        self.snapshot_delete_key(key, name)
     }
 }
 
@@ -470,18 +418,7 @@ impl Drop for TmpSubvol {
 }
 
 fn check_component(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-        && !s.starts_with(['-', '.']);
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::Invalid(format!(
-            "{what} {s:?}: not usable as a file name (letters, digits, _ - . :)"
-        )))
-    }
+    crate::fsutil::check_component(what, s, "a file name")
 }
 
 fn fs_name(magic: i64) -> String {
@@ -538,22 +475,6 @@ fn delete_subvol(dirf: &File, dir: &Path, name: &str) -> Result<()> {
             Err(e) => return Err(ioctl_err("deleting subvolume", &dir.join(name))(e)),
         }
     }
-}
-
-/// Bind-mount `src` at `target`.
-fn bind(src: &Path, target: &Path) -> Result<()> {
-    use nix::mount::{mount, MsFlags};
-    mount(
-        Some(src),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| StorageError::Io {
-        what: format!("bind-mounting {} on {}", src.display(), target.display()),
-        source: e.into(),
-    })
 }
 
 /// Unmount berth's bind mounts of `rootfs` at `target` (retrying on
@@ -762,117 +683,31 @@ mod tests {
     //! directory per test; as root.
 
     use super::*;
-    use crate::zfs::mount_points;
+    use crate::testutil::{hex, hex_layer, is_mounted, now, target};
+    use berth_integration::storage::BtrfsLoop;
     use std::process::Command;
     use std::time::Instant;
 
-    fn run(cmd: &str, args: &[&str]) {
-        let out = Command::new(cmd).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A fresh btrfs loop-mounted at a temp dir; unmounted (with whatever
-    /// is still mounted below it) and its file removed on drop.
-    struct Fs {
-        dir: tempfile::TempDir,
-        img: PathBuf,
-    }
+    /// A fresh 512 MiB btrfs, loop-mounted at a temp dir (see [`BtrfsLoop`]).
+    struct Fs(BtrfsLoop);
 
     impl Fs {
         fn new() -> Fs {
-            let dir = tempfile::Builder::new()
-                .prefix("berth-btrfs-test-")
-                .tempdir_in("/tmp")
-                .unwrap();
-            let img = PathBuf::from(format!("{}.img", dir.path().display()));
-            let fs = Fs { dir, img };
-            std::fs::File::create(&fs.img)
-                .unwrap()
-                .set_len(512 << 20)
-                .unwrap();
-            run("mkfs.btrfs", &["-q", fs.img.to_str().unwrap()]);
-            run(
-                "mount",
-                &[
-                    "-o",
-                    "loop",
-                    fs.img.to_str().unwrap(),
-                    fs.mnt().to_str().unwrap(),
-                ],
-            );
-            fs
-        }
-
-        fn mnt(&self) -> &Path {
-            self.dir.path()
+            Fs(BtrfsLoop::new(512 << 20))
         }
 
         fn store(&self) -> PathBuf {
-            self.mnt().join("store")
+            self.0.path().join("store")
         }
 
         fn target(&self, name: &str) -> PathBuf {
-            let t = self.mnt().join("bundles").join(name);
-            std::fs::create_dir_all(&t).unwrap();
-            t
+            target(self.0.path(), name)
         }
 
-        /// Subvolume paths, relative to the mount (btrfs subvolume list).
+        /// Subvolume paths, relative to the mount.
         fn subvolumes(&self) -> Vec<String> {
-            let out = Command::new("btrfs")
-                .args(["subvolume", "list", "-o"])
-                .arg(self.mnt())
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.split(" path ").nth(1).map(String::from))
-                .collect();
-            v.sort();
-            v
+            self.0.subvolumes()
         }
-    }
-
-    impl Drop for Fs {
-        fn drop(&mut self) {
-            let mut below: Vec<PathBuf> = mount_points()
-                .into_iter()
-                .filter(|m| m.starts_with(self.mnt()))
-                .collect();
-            below.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
-            for m in below {
-                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-            }
-            let _ = std::fs::remove_file(&self.img);
-        }
-    }
-
-    fn hex(n: u64) -> String {
-        format!("{n:064x}")
-    }
-
-    fn layer(b: &Btrfs, hex: &str, parent: Option<&str>, files: &[(&str, &str)], delete: &[&str]) {
-        b.create_layer_hex(hex, parent, &mut |dir| {
-            for (p, content) in files {
-                let f = dir.join(p);
-                std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-                std::fs::write(&f, content).unwrap();
-            }
-            for p in delete {
-                std::fs::remove_file(dir.join(p)).unwrap();
-            }
-            Ok(())
-        })
-        .unwrap();
-    }
-
-    fn mounted(p: &Path) -> bool {
-        mount_points().iter().any(|m| m == p)
     }
 
     #[test]
@@ -913,7 +748,7 @@ mod tests {
         let b = Btrfs::new(&fs.store(), &BTreeMap::new()).unwrap();
         let (l1, l2) = (hex(1), hex(2));
         assert!(!b.has_layer_hex(&l1));
-        layer(
+        hex_layer(
             &b,
             &l1,
             None,
@@ -924,7 +759,7 @@ mod tests {
             ],
             &[],
         );
-        layer(&b, &l2, Some(&l1), &[("b", "from l2")], &["a"]);
+        hex_layer(&b, &l2, Some(&l1), &[("b", "from l2")], &["a"]);
         assert!(b.has_layer_hex(&l1) && b.has_layer_hex(&l2));
         assert_eq!(
             fs.subvolumes(),
@@ -959,7 +794,7 @@ mod tests {
         let (t1, t2) = (fs.target("c1"), fs.target("c2"));
         b.mount_hex("c1", &stack, &t1).unwrap();
         b.mount_hex("c2", &stack, &t2).unwrap();
-        assert!(mounted(&t1) && mounted(&t2));
+        assert!(is_mounted(&t1) && is_mounted(&t2));
         assert_eq!(std::fs::read_to_string(t1.join("b")).unwrap(), "from l2");
         assert!(!t1.join("a").exists(), "l2 deleted a");
         std::fs::write(t1.join("only-c1"), "x").unwrap();
@@ -982,7 +817,7 @@ mod tests {
         b.snapshot_create_key("c1", "s1").unwrap();
         b.unmount_key("c1", &t1).unwrap();
         b.unmount_key("c2", &t2).unwrap();
-        assert!(!mounted(&t1) && !mounted(&t2));
+        assert!(!is_mounted(&t1) && !is_mounted(&t2));
         assert_eq!(
             fs.subvolumes(),
             [
@@ -1023,7 +858,7 @@ mod tests {
         // A temporary layer left by a dead process goes on the next create.
         let dirf = open_dir(&b.layers_dir()).unwrap();
         subvol_create(&dirf, ".tmp-999999999-0-x").unwrap();
-        layer(&b, &hex(1), None, &[("f", "1")], &[]);
+        hex_layer(&b, &hex(1), None, &[("f", "1")], &[]);
         assert_eq!(fs.subvolumes(), [format!("store/layers/btrfs/{}", hex(1))]);
     }
 
@@ -1031,7 +866,7 @@ mod tests {
     fn snapshots_create_list_restore_delete() {
         let fs = Fs::new();
         let b = Btrfs::new(&fs.store(), &BTreeMap::new()).unwrap();
-        layer(&b, &hex(1), None, &[("f", "v0")], &[]);
+        hex_layer(&b, &hex(1), None, &[("f", "v0")], &[]);
         let t = fs.target("c");
         b.mount_hex("c", &[&hex(1)], &t).unwrap();
         for bad in ["", "-x", "a/b", "a b", &"x".repeat(65), ".."] {
@@ -1048,13 +883,10 @@ mod tests {
         let list = b.snapshot_list_key("c").unwrap();
         let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["one", "two", "three", "four"]);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = now();
         for s in &list {
             assert!(
-                s.created <= rfc3339_utc(now, 0) && s.created >= rfc3339_utc(now - 60, 0),
+                s.created <= rfc3339(now) && s.created >= rfc3339(now - 60),
                 "{}",
                 s.created
             );
@@ -1075,7 +907,7 @@ mod tests {
         std::fs::write(t.join("f"), "v9").unwrap();
         std::fs::write(t.join("new"), "n").unwrap();
         b.snapshot_restore_key("c", "two", &t).unwrap();
-        assert!(mounted(&t));
+        assert!(is_mounted(&t));
         assert_eq!(std::fs::read_to_string(t.join("f")).unwrap(), "v2");
         assert!(!t.join("new").exists());
         // Writable again, and the snapshot itself unchanged.
@@ -1103,7 +935,7 @@ mod tests {
     fn unmount_retries_while_busy() {
         let fs = Fs::new();
         let b = Btrfs::new(&fs.store(), &BTreeMap::new()).unwrap();
-        layer(&b, &hex(1), None, &[("f", "x")], &[]);
+        hex_layer(&b, &hex(1), None, &[("f", "x")], &[]);
         let t = fs.target("c");
         b.mount_hex("c", &[&hex(1)], &t).unwrap();
         // A process with its cwd in the mount keeps it busy a while.
@@ -1119,7 +951,7 @@ mod tests {
             start.elapsed() >= Duration::from_millis(300),
             "did not wait"
         );
-        assert!(!mounted(&t));
+        assert!(!is_mounted(&t));
         assert!(fs.subvolumes().len() == 1);
     }
 
@@ -1134,7 +966,7 @@ mod tests {
             while stack.len() < depth {
                 let h = hex(stack.len() as u64 + 1);
                 let name = format!("f{}", stack.len() + 1);
-                layer(
+                hex_layer(
                     &b,
                     &h,
                     stack.last().map(String::as_str),

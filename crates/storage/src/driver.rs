@@ -146,3 +146,93 @@ pub(crate) fn layer_path(root: &Path, kind: DriverKind, chain: &Digest) -> PathB
 pub(crate) fn container_path(root: &Path, kind: DriverKind, key: &str) -> PathBuf {
     root.join("containers").join(kind.as_str()).join(key)
 }
+
+/// The top layer alone (none of none): all a driver whose layers each
+/// hold the whole tree needs for a container.
+pub(crate) fn top_layer(layers: &[Digest]) -> &[Digest] {
+    &layers[layers.len().saturating_sub(1)..]
+}
+
+/// A driver whose layers each hold the whole tree (made from a snapshot
+/// of the parent, whiteouts applied) and are named by their chain ID's
+/// hex: zfs datasets, btrfs subvolumes. Its [`Driver`] comes from this.
+pub(crate) trait HexDriver {
+    const KIND: DriverKind;
+    fn has_layer_hex(&self, hex: &str) -> bool;
+    fn create_layer_hex(
+        &self,
+        hex: &str,
+        parent: Option<&str>,
+        fill: &mut dyn FnMut(&Path) -> Result<()>,
+    ) -> Result<()>;
+    fn remove_layer_hex(&self, hex: &str) -> Result<()>;
+    /// See [`Driver::layers`].
+    fn layers_ordered(&self) -> Result<Vec<Digest>>;
+    /// See [`Driver::has_container`].
+    fn has_container_key(&self, key: &str) -> Result<bool>;
+    /// `layers` bottom first.
+    fn read_file_hex(&self, layers: &[&str], path: &Path) -> Result<Option<Vec<u8>>>;
+    fn mount_hex(&self, key: &str, layers: &[&str], target: &Path) -> Result<()>;
+    fn unmount_key(&self, key: &str, target: &Path) -> Result<()>;
+    fn snapshot_create_key(&self, key: &str, name: &str) -> Result<()>;
+    fn snapshot_list_key(&self, key: &str) -> Result<Vec<Snapshot>>;
+    fn snapshot_restore_key(&self, key: &str, name: &str, target: &Path) -> Result<()>;
+    fn snapshot_delete_key(&self, key: &str, name: &str) -> Result<()>;
+}
+
+fn hexes(layers: &[Digest]) -> Vec<&str> {
+    layers.iter().map(|d| d.hex()).collect()
+}
+
+impl<T: HexDriver> Driver for T {
+    fn kind(&self) -> DriverKind {
+        T::KIND
+    }
+    fn whiteouts(&self) -> Whiteouts {
+        Whiteouts::Apply
+    }
+    fn has_layer(&self, chain: &Digest) -> bool {
+        self.has_layer_hex(chain.hex())
+    }
+    fn mounted_layers<'a>(&self, layers: &'a [Digest]) -> &'a [Digest] {
+        top_layer(layers)
+    }
+    fn create_layer(
+        &self,
+        chain: &Digest,
+        parent: Option<&Digest>,
+        fill: &mut dyn FnMut(&Path) -> Result<()>,
+    ) -> Result<()> {
+        self.create_layer_hex(chain.hex(), parent.map(|p| p.hex()), fill)
+    }
+    fn remove_layer(&self, chain: &Digest) -> Result<()> {
+        self.remove_layer_hex(chain.hex())
+    }
+    fn layers(&self) -> Result<Vec<Digest>> {
+        self.layers_ordered()
+    }
+    fn has_container(&self, key: &str) -> Result<bool> {
+        self.has_container_key(key)
+    }
+    fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
+        self.read_file_hex(&hexes(layers), path)
+    }
+    fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
+        self.mount_hex(key, &hexes(layers), target)
+    }
+    fn unmount(&self, key: &str, target: &Path) -> Result<()> {
+        self.unmount_key(key, target)
+    }
+    fn snapshot_create(&self, key: &str, name: &str) -> Result<()> {
+        self.snapshot_create_key(key, name)
+    }
+    fn snapshot_list(&self, key: &str) -> Result<Vec<Snapshot>> {
+        self.snapshot_list_key(key)
+    }
+    fn snapshot_restore(&self, key: &str, name: &str, target: &Path) -> Result<()> {
+        self.snapshot_restore_key(key, name, target)
+    }
+    fn snapshot_delete(&self, key: &str, name: &str) -> Result<()> {
+        self.snapshot_delete_key(key, name)
+    }
+}

@@ -19,6 +19,7 @@
 
 mod btrfs;
 mod driver;
+mod fsutil;
 mod overlay;
 mod store;
 mod vfs;
@@ -234,76 +235,68 @@ pub fn snapshot_delete(rec: &RootfsRecord, name: &str) -> Result<()> {
     driver::open(&rec.store)?.snapshot_delete(&rec.key, name)
 }
 
-/// Helpers for the crate's own tests: temporary stores that clean up
-/// (unmounting what is left under them) and mount checks.
+/// Helpers for the crate's own tests. The temporary directories, mount
+/// checks and loop-mounted filesystems come from the test harness
+/// (berth-integration's `storage` module), shared with tests/.
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::path::{Path, PathBuf};
 
     use berth_image::Digest;
+    pub(crate) use berth_integration::storage::{is_mounted, mounts_under, names, TempDir};
 
-    /// A directory under /tmp, unmounted and removed on drop.
-    pub(crate) struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!(
-                "berth-storage-{tag}-{}",
-                crate::store::temp_suffix()
-            ));
-            std::fs::create_dir(&p).unwrap();
-            TempDir(p)
-        }
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let mut left = mounts_under(&self.0);
-            left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-            for m in left {
-                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-            }
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Mount points at or under `dir`, from /proc/self/mountinfo.
-    pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(|m| PathBuf::from(unescape(m)))
-            .filter(|m| m.starts_with(dir))
-            .collect()
-    }
-
-    pub(crate) fn is_mounted(p: &Path) -> bool {
-        mounts_under(p).iter().any(|m| m == p)
-    }
-
-    /// mountinfo escapes space, tab, newline and backslash as \ooo.
-    fn unescape(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-                out.push(u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap());
-                i += 4;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
-    }
+    use crate::driver::HexDriver;
 
     /// A chain ID unique to this test run.
     pub(crate) fn chain(tag: &str) -> Digest {
         Digest::sha256_of(format!("{tag}-{}", crate::store::temp_suffix()).as_bytes())
+    }
+
+    /// Write `content` to `dir/rel`, making its parents.
+    pub(crate) fn write(dir: &Path, rel: &str, content: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    /// `n` as 64 hex digits: a layer name.
+    pub(crate) fn hex(n: u64) -> String {
+        format!("{n:064x}")
+    }
+
+    /// Make layer `hex` on `parent`: write `files`, delete `delete`.
+    pub(crate) fn hex_layer(
+        d: &impl HexDriver,
+        hex: &str,
+        parent: Option<&str>,
+        files: &[(&str, &str)],
+        delete: &[&str],
+    ) {
+        d.create_layer_hex(hex, parent, &mut |dir| {
+            for (p, content) in files {
+                write(dir, p, content);
+            }
+            for p in delete {
+                std::fs::remove_file(dir.join(p)).unwrap();
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// `base/bundles/NAME`, made: a rootfs mount target.
+    pub(crate) fn target(base: &Path, name: &str) -> PathBuf {
+        let t = base.join("bundles").join(name);
+        std::fs::create_dir_all(&t).unwrap();
+        t
+    }
+
+    /// Seconds since the epoch.
+    pub(crate) fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
     }
 }
 

@@ -20,10 +20,10 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use crate::driver::{container_path, layer_path, layers_in_dir, Driver};
-use crate::store::{mkdir_private, temp_suffix};
+use crate::store::mkdir_private;
 use crate::vfs::{
-    commit_dir, detach, get_xattr, is_dir, lstat, make_root_dir, make_target, read_through,
-    remove_layer_dir, remove_tree, unmount_ours, Found, MountEntry,
+    create_layer_dir, detach, get_xattr, is_dir, lstat, make_root_dir, make_target, mount_undoing,
+    read_through, remove_layer_dir, remove_tree, unmount_ours, Found, MountEntry,
 };
 use crate::{io_err, DriverKind, Result, StorageError};
 
@@ -127,12 +127,8 @@ impl Driver for Overlay {
         _parent: Option<&Digest>,
         fill: &mut dyn FnMut(&Path) -> Result<()>,
     ) -> Result<()> {
-        let dest = self.layer(chain);
-        let dir = dest.parent().expect("layer path has a parent");
-        mkdir_private(dir)?;
-        let tmp = dir.join(format!("{}.{}", chain.hex(), temp_suffix()));
-        let made = (|| {
-            fs::create_dir(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+        create_layer_dir(&self.layer(chain), chain, |tmp| {
+            fs::create_dir(tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
             let diff = tmp.join("diff");
             make_root_dir(&diff)?;
             // Owned by UNSET_ID until the layer's `./` entry (if any) gives
@@ -150,12 +146,7 @@ impl Driver for Overlay {
                     .map_err(io_err(format!("creating {}", marker.display())))?;
             }
             Ok(())
-        })();
-        if let Err(e) = made {
-            let _ = remove_tree(&tmp);
-            return Err(e);
-        }
-        commit_dir(&tmp, &dest)
+        })
     }
 
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
@@ -178,13 +169,7 @@ impl Driver for Overlay {
 
     fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
         let cdir = container_path(&self.root, DriverKind::Overlay, key);
-        let fresh = lstat(&cdir)?.is_none();
-        self.mount_in(&cdir, layers, target).map_err(|e| {
-            // Undo only what this call made: a container that was there
-            // (mounted by an earlier create) stays for unmount.
-            let undo = if fresh { remove_tree(&cdir) } else { Ok(()) };
-            crate::with_cleanup(e, undo)
-        })
+        mount_undoing(&cdir, || self.mount_in(&cdir, layers, target))
     }
 
     fn unmount(&self, key: &str, target: &Path) -> Result<()> {
@@ -481,15 +466,10 @@ fn fs_log(fs: &OwnedFd) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{chain, is_mounted, mounts_under, TempDir};
+    use crate::testutil::{chain, is_mounted, mounts_under, names, write, TempDir};
     use crate::vfs::set_xattr;
+    use berth_integration::storage::remount_readonly;
     use nix::sys::stat::{Mode, SFlag};
-
-    fn write(dir: &Path, rel: &str, content: &str) {
-        let p = dir.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
 
     fn whiteout(dir: &Path, rel: &str) {
         let p = dir.join(rel);
@@ -501,15 +481,6 @@ mod tests {
         let p = dir.join(rel);
         fs::create_dir_all(&p).unwrap();
         set_xattr(&p, &OPAQUE_XATTR.to_owned(), b"y").unwrap();
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     /// Two layers: the second deletes a/x, makes d opaque and shadows f.
@@ -618,14 +589,7 @@ mod tests {
         ov.mount("k", std::slice::from_ref(&l), &t).unwrap();
         // The root directory has the image's mode, not the upper dir's 0700.
         assert_eq!(fs::metadata(&t).unwrap().mode() & 0o7777, 0o751);
-        nix::mount::mount(
-            None::<&str>,
-            &t,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .unwrap();
+        remount_readonly(&t);
         let e = fs::write(t.join("x"), "").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EROFS));
         assert_eq!(fs::read_to_string(t.join("etc/hostname")).unwrap(), "h");

@@ -166,7 +166,7 @@ impl Store {
             layers: chains,
             diff_ids,
             size: res.layers.iter().filter_map(|l| l.size).sum(),
-            imported: rfc3339_now(),
+            imported: crate::fsutil::rfc3339_now(),
         };
 
         let _lock = lock(&self.cfg.root, LOCK)?;
@@ -375,6 +375,25 @@ impl Store {
     /// directory drivers (overlay, vfs) lose their copies too, so an image
     /// imported under another driver leaves nothing behind.
     fn remove_unused_layers(&self, drv: &dyn Driver, candidates: &[Digest], db: &Db) -> Result<()> {
+        let used = self.used_layers(db)?;
+        self.with_layer_drivers(drv, |drivers| {
+            let mut seen = HashSet::new();
+            for chain in candidates.iter().rev() {
+                if used.contains(chain) || !seen.insert(chain) {
+                    continue;
+                }
+                for d in drivers {
+                    if d.has_layer(chain) {
+                        d.remove_layer(chain)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The layers an image record or a container reference names.
+    fn used_layers(&self, db: &Db) -> Result<HashSet<Digest>> {
         let mut used: HashSet<Digest> = db
             .images
             .iter()
@@ -383,6 +402,12 @@ impl Store {
         for r in refs(&self.cfg.root)? {
             used.extend(r.layers);
         }
+        Ok(used)
+    }
+
+    /// `f` of `drv` and, whatever `drv` is, the directory drivers (overlay,
+    /// vfs), which keep their own copies of layers imported under them.
+    fn with_layer_drivers<T>(&self, drv: &dyn Driver, f: impl FnOnce(&[&dyn Driver]) -> T) -> T {
         let overlay = crate::overlay::Overlay::new(&self.cfg.root);
         let vfs = crate::vfs::Vfs::new(&self.cfg.root);
         let mut drivers: Vec<&dyn Driver> = vec![drv];
@@ -392,18 +417,7 @@ impl Store {
         if drv.kind() != DriverKind::Vfs {
             drivers.push(&vfs);
         }
-        let mut seen = HashSet::new();
-        for chain in candidates.iter().rev() {
-            if used.contains(chain) || !seen.insert(chain) {
-                continue;
-            }
-            for d in &drivers {
-                if d.has_layer(chain) {
-                    d.remove_layer(chain)?;
-                }
-            }
-        }
-        Ok(())
+        f(&drivers)
     }
 
     /// Remove every layer that no image record and no container reference
@@ -414,42 +428,32 @@ impl Store {
     /// with both locks held. It goes on past what it cannot remove and
     /// returns the first error.
     fn sweep(&self, drv: &dyn Driver, db: &Db) -> Result<()> {
-        let mut used: HashSet<String> = db
-            .images
+        let used: HashSet<String> = self
+            .used_layers(db)?
             .iter()
-            .flat_map(|r| r.layers.iter().map(|l| l.hex().to_string()))
+            .map(|l| l.hex().to_string())
             .collect();
-        for r in refs(&self.cfg.root)? {
-            used.extend(r.layers.iter().map(|l| l.hex().to_string()));
-        }
-        let overlay = crate::overlay::Overlay::new(&self.cfg.root);
-        let vfs = crate::vfs::Vfs::new(&self.cfg.root);
-        let mut drivers: Vec<&dyn Driver> = vec![drv];
-        if drv.kind() != DriverKind::Overlay {
-            drivers.push(&overlay);
-        }
-        if drv.kind() != DriverKind::Vfs {
-            drivers.push(&vfs);
-        }
         let mut first_err: Option<StorageError> = None;
-        for d in drivers {
-            let all = match d.layers() {
-                Ok(all) => all,
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                    continue;
-                }
-            };
-            // Layers made from others last in the list: removed first.
-            for l in all.iter().rev().filter(|l| !used.contains(l.hex())) {
-                if let Err(e) = d.remove_layer(l) {
-                    first_err.get_or_insert(StorageError::Invalid(format!(
-                        "removing unused {} layer {l}: {e}",
-                        d.kind().as_str()
-                    )));
+        self.with_layer_drivers(drv, |drivers| {
+            for d in drivers {
+                let all = match d.layers() {
+                    Ok(all) => all,
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        continue;
+                    }
+                };
+                // Layers made from others last in the list: removed first.
+                for l in all.iter().rev().filter(|l| !used.contains(l.hex())) {
+                    if let Err(e) = d.remove_layer(l) {
+                        first_err.get_or_insert(StorageError::Invalid(format!(
+                            "removing unused {} layer {l}: {e}",
+                            d.kind().as_str()
+                        )));
+                    }
                 }
             }
-        }
+        });
         if let Err(e) = self.sweep_blobs(db) {
             first_err.get_or_insert(e);
         }
@@ -818,36 +822,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(io_err(what()))
 }
 
-/// Now, as RFC 3339 UTC (`2024-05-01T12:00:00Z`).
-pub(crate) fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-pub(crate) fn rfc3339(unix: i64) -> String {
-    let (days, rem) = (unix.div_euclid(86400), unix.rem_euclid(86400));
-    // Civil date from days since 1970-01-01 (proleptic Gregorian), shifting
-    // the year to start in March so the leap day is the year's last.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,7 +838,7 @@ mod tests {
             layers: vec![digest('1'), digest('2')],
             diff_ids: vec![digest('3'), digest('4')],
             size: 1234,
-            imported: rfc3339(0),
+            imported: crate::fsutil::rfc3339(0),
         }
     }
 
@@ -966,13 +940,5 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "../x"] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 }

@@ -11,19 +11,20 @@ use std::ffi::{CString, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use berth_image::{Digest, Whiteouts};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, AT_FDCWD};
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, Whence};
 
-use crate::driver::{container_path, layer_path, layers_in_dir, Driver};
+use crate::driver::{container_path, layer_path, layers_in_dir, top_layer, Driver};
+use crate::fsutil::{bind, unescape_octal};
 use crate::store::{mkdir_private, temp_suffix};
 use crate::{io_err, DriverKind, Result, StorageError};
 
@@ -57,7 +58,7 @@ impl Driver for Vfs {
     }
     fn mounted_layers<'a>(&self, layers: &'a [Digest]) -> &'a [Digest] {
         // Each layer is the whole tree: the container is made from the top one.
-        &layers[layers.len().saturating_sub(1)..]
+        top_layer(layers)
     }
 
     fn create_layer(
@@ -66,11 +67,7 @@ impl Driver for Vfs {
         parent: Option<&Digest>,
         fill: &mut dyn FnMut(&Path) -> Result<()>,
     ) -> Result<()> {
-        let dest = self.layer(chain);
-        let dir = dest.parent().expect("layer path has a parent");
-        mkdir_private(dir)?;
-        let tmp = dir.join(format!("{}.{}", chain.hex(), temp_suffix()));
-        let made = (|| {
+        create_layer_dir(&self.layer(chain), chain, |tmp| {
             match parent {
                 Some(p) => {
                     let from = self.layer(p);
@@ -80,17 +77,12 @@ impl Driver for Vfs {
                             from.display()
                         )));
                     }
-                    copy_tree(&from, &tmp)?;
+                    copy_tree(&from, tmp)?;
                 }
-                None => make_root_dir(&tmp)?,
+                None => make_root_dir(tmp)?,
             }
-            fill(&tmp)
-        })();
-        if let Err(e) = made {
-            let _ = remove_tree(&tmp);
-            return Err(e);
-        }
-        commit_dir(&tmp, &dest)
+            fill(tmp)
+        })
     }
 
     fn remove_layer(&self, chain: &Digest) -> Result<()> {
@@ -122,13 +114,7 @@ impl Driver for Vfs {
 
     fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
         let cdir = container_path(&self.root, DriverKind::Vfs, key);
-        let fresh = lstat(&cdir)?.is_none();
-        self.mount_in(&cdir, layers, target).map_err(|e| {
-            // Undo only what this call made: a container that was there
-            // (mounted by an earlier create) stays for unmount.
-            let undo = if fresh { remove_tree(&cdir) } else { Ok(()) };
-            crate::with_cleanup(e, undo)
-        })
+        mount_undoing(&cdir, || self.mount_in(&cdir, layers, target))
     }
 
     fn unmount(&self, key: &str, target: &Path) -> Result<()> {
@@ -163,21 +149,38 @@ impl Vfs {
             )))?;
         }
         make_target(target)?;
-        nix::mount::mount(
-            Some(&rootfs),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| {
-            io_err(format!(
-                "bind mounting {} on {}",
-                rootfs.display(),
-                target.display()
-            ))(e.into())
-        })
+        bind(&rootfs, target)
     }
+}
+
+/// Make the layer directory `dest` (`layers/DRIVER/HEX`): `build` makes
+/// and fills a temporary directory beside it, which becomes `dest` only
+/// if `build` succeeded and is removed otherwise.
+pub(crate) fn create_layer_dir(
+    dest: &Path,
+    chain: &Digest,
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let dir = dest.parent().expect("layer path has a parent");
+    mkdir_private(dir)?;
+    let tmp = dir.join(format!("{}.{}", chain.hex(), temp_suffix()));
+    if let Err(e) = build(&tmp) {
+        let _ = remove_tree(&tmp);
+        return Err(e);
+    }
+    commit_dir(&tmp, dest)
+}
+
+/// Mount a container whose files are under `cdir` (`containers/DRIVER/KEY`)
+/// with `mount_in`. If that fails, `cdir` is removed only if it was not
+/// there before: a container that was (mounted by an earlier create)
+/// stays for unmount.
+pub(crate) fn mount_undoing(cdir: &Path, mount_in: impl FnOnce() -> Result<()>) -> Result<()> {
+    let fresh = lstat(cdir)?.is_none();
+    mount_in().map_err(|e| {
+        let undo = if fresh { remove_tree(cdir) } else { Ok(()) };
+        crate::with_cleanup(e, undo)
+    })
 }
 
 pub(crate) fn is_dir(p: &Path) -> bool {
@@ -316,26 +319,6 @@ pub(crate) struct MountEntry {
     pub(crate) super_opts: String,
 }
 
-/// mountinfo's octal escapes (`\040` for a space) decoded.
-fn unescape_octal(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
 /// The mounts of this mount namespace.
 pub(crate) fn mountinfo() -> Result<Vec<MountEntry>> {
     let text = fs::read_to_string("/proc/self/mountinfo")
@@ -355,8 +338,8 @@ pub(crate) fn mountinfo() -> Result<Vec<MountEntry>> {
         out.push(MountEntry {
             id,
             parent,
-            root: unescape_octal(f[3]),
-            point: unescape_octal(f[4]),
+            root: unescape_octal(f[3].as_bytes()),
+            point: unescape_octal(f[4].as_bytes()),
             fstype: f[dash + 1].to_string(),
             source: f[dash + 2].to_string(),
             super_opts: f[dash + 3].to_string(),
@@ -936,21 +919,14 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    struct Tmp(PathBuf);
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-    fn tmp() -> Tmp {
-        let p = std::env::temp_dir().join(format!("berth-vfs-unit-{}", temp_suffix()));
-        fs::create_dir(&p).unwrap();
-        Tmp(p)
+    use crate::testutil::TempDir;
+
+    fn tmp() -> TempDir {
+        TempDir::new("vfs-unit")
     }
 
     #[test]
     fn copy_preserves_everything() {
-        use crate::testutil::TempDir;
         use std::os::unix::fs::symlink;
         let t = TempDir::new("vfscopy");
         let src = t.path().join("src");
@@ -1037,7 +1013,7 @@ mod tests {
     #[test]
     fn read_through_resolves_symlinks_inside_the_image() {
         let t = tmp();
-        let r = &t.0;
+        let r = t.path();
         fs::create_dir_all(r.join("etc/real")).unwrap();
         fs::write(r.join("etc/real/passwd"), b"root:x:0:0\n").unwrap();
         std::os::unix::fs::symlink("/etc/real/passwd", r.join("etc/passwd")).unwrap();
@@ -1067,7 +1043,7 @@ mod tests {
     #[test]
     fn read_through_reads_only_small_regular_files() {
         let t = tmp();
-        let r = t.0.clone();
+        let r = t.path().to_path_buf();
         let big = File::create(r.join("big")).unwrap();
         big.set_len(MAX_READ + 1).unwrap();
         nix::unistd::mkfifo(&r.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
@@ -1114,7 +1090,7 @@ mod tests {
     #[test]
     fn copy_keeps_sparse_files_sparse_and_modes_exact() {
         let t = tmp();
-        let src = t.0.join("src");
+        let src = t.join("src");
         fs::create_dir(&src).unwrap();
         let f = File::create(src.join("sparse")).unwrap();
         f.set_len(64 << 20).unwrap();
@@ -1123,14 +1099,14 @@ mod tests {
         drop(f);
         fs::write(src.join("suid"), b"x").unwrap();
         fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
-        copy_tree(&src, &t.0.join("dst")).unwrap();
-        let md = fs::metadata(t.0.join("dst/sparse")).unwrap();
+        copy_tree(&src, &t.join("dst")).unwrap();
+        let md = fs::metadata(t.join("dst/sparse")).unwrap();
         assert_eq!(md.len(), 64 << 20);
         assert!(md.blocks() < 1024, "{} blocks: not sparse", md.blocks());
-        let data = fs::read(t.0.join("dst/sparse")).unwrap();
+        let data = fs::read(t.join("dst/sparse")).unwrap();
         assert_eq!(&data[data.len() - 4..], b"tail");
         assert!(data[..data.len() - 4].iter().all(|b| *b == 0));
-        let m = fs::metadata(t.0.join("dst/suid")).unwrap().mode();
+        let m = fs::metadata(t.join("dst/suid")).unwrap().mode();
         assert_eq!(m & 0o7777, 0o4755);
     }
 }
@@ -1138,22 +1114,7 @@ mod tests {
 #[cfg(test)]
 mod driver_tests {
     use super::*;
-    use crate::testutil::{chain, is_mounted, mounts_under, TempDir};
-
-    fn write(dir: &Path, rel: &str, content: &str) {
-        let p = dir.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::testutil::{chain, is_mounted, mounts_under, names, write, TempDir};
 
     #[test]
     fn layers_are_whole_trees_and_containers_are_copies() {

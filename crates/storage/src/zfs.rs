@@ -40,16 +40,16 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use berth_image::{Digest, Whiteouts};
+use berth_image::Digest;
 
-use crate::driver::Driver;
+use crate::driver::HexDriver;
+use crate::fsutil::{
+    check_snapshot_name, is_mounted_here, is_stale_tmp, read_in_root, rfc3339, tmp_layer_name,
+};
 use crate::{DriverKind, Result, Snapshot, StorageError};
 
 /// The option naming the parent dataset.
@@ -59,8 +59,6 @@ const LAYER_SNAP: &str = "layer";
 /// How often `zfs destroy` / `zfs umount` are tried on "busy".
 const BUSY_TRIES: u32 = 10;
 const BUSY_SLEEP: Duration = Duration::from_millis(200);
-
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) struct Zfs {
     root: PathBuf,
@@ -130,12 +128,33 @@ impl Zfs {
         self.root.join("layers").join(DriverKind::Zfs.as_str())
     }
 
-    pub(crate) fn has_layer_hex(&self, hex: &str) -> bool {
+    /// Destroy `tmp-PID-*` layer datasets whose process is gone (a crash
+    /// while a layer was made). Best effort.
+    fn sweep_stale_tmp(&self) {
+        let parent = format!("{}/layers", self.dataset);
+        let Ok(out) = zfs_cmd(&["list", "-H", "-o", "name", "-r", "-d", "1", &parent]) else {
+            return;
+        };
+        for name in out.lines() {
+            let Some(base) = name.strip_prefix(&format!("{parent}/")) else {
+                continue;
+            };
+            if is_stale_tmp(base) && destroy_ds(name, true).is_ok() {
+                let _ = std::fs::remove_dir(self.layers_dir().join(".tmp").join(base));
+            }
+        }
+    }
+}
+
+impl HexDriver for Zfs {
+    const KIND: DriverKind = DriverKind::Zfs;
+
+    fn has_layer_hex(&self, hex: &str) -> bool {
         check_component("layer", hex).is_ok()
             && dataset_exists(&self.layer_snap(hex)).unwrap_or(false)
     }
 
-    pub(crate) fn create_layer_hex(
+    fn create_layer_hex(
         &self,
         hex: &str,
         parent: Option<&str>,
@@ -146,9 +165,7 @@ impl Zfs {
             check_component("parent layer", p)?;
         }
         self.sweep_stale_tmp();
-        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let short = &hex[..hex.len().min(16)];
-        let tmp_base = format!("tmp-{}-{seq}-{short}", std::process::id());
+        let tmp_base = tmp_layer_name(hex);
         let tmp = format!("{}/layers/{tmp_base}", self.dataset);
         let mnt = self.layers_dir().join(".tmp").join(&tmp_base);
         std::fs::create_dir_all(&mnt).map_err(crate::io_err(format!(
@@ -185,33 +202,9 @@ impl Zfs {
         Ok(())
     }
 
-    /// Destroy `tmp-PID-*` layer datasets whose process is gone (a crash
-    /// while a layer was made). Best effort.
-    fn sweep_stale_tmp(&self) {
-        let parent = format!("{}/layers", self.dataset);
-        let Ok(out) = zfs_cmd(&["list", "-H", "-o", "name", "-r", "-d", "1", &parent]) else {
-            return;
-        };
-        for name in out.lines() {
-            let Some(base) = name.strip_prefix(&format!("{parent}/tmp-")) else {
-                continue;
-            };
-            let Some(pid) = base.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-                continue;
-            }
-            if destroy_ds(name, true).is_ok() {
-                let _ =
-                    std::fs::remove_dir(self.layers_dir().join(".tmp").join(format!("tmp-{base}")));
-            }
-        }
-    }
-
     /// The layer datasets (`layers/HEX`, finished or not), each after the
     /// layer whose snapshot it is a clone of.
-    pub(crate) fn layers_ordered(&self) -> Result<Vec<Digest>> {
+    fn layers_ordered(&self) -> Result<Vec<Digest>> {
         let parent = format!("{}/layers", self.dataset);
         let out = zfs_cmd(&[
             "get",
@@ -266,7 +259,7 @@ impl Zfs {
         Ok(out)
     }
 
-    pub(crate) fn remove_layer_hex(&self, hex: &str) -> Result<()> {
+    fn remove_layer_hex(&self, hex: &str) -> Result<()> {
         check_component("layer", hex)?;
         let ds = self.layer_ds(hex);
         destroy_ds(&ds, true)?;
@@ -280,7 +273,7 @@ impl Zfs {
         }
     }
 
-    pub(crate) fn read_file_hex(&self, layers: &[&str], path: &Path) -> Result<Option<Vec<u8>>> {
+    fn read_file_hex(&self, layers: &[&str], path: &Path) -> Result<Option<Vec<u8>>> {
         let Some(top) = layers.last() else {
             return Ok(None);
         };
@@ -309,7 +302,7 @@ impl Zfs {
         read_in_root(&dir, path)
     }
 
-    pub(crate) fn mount_hex(&self, key: &str, layers: &[&str], target: &Path) -> Result<()> {
+    fn mount_hex(&self, key: &str, layers: &[&str], target: &Path) -> Result<()> {
         check_component("container key", key)?;
         if !target.is_absolute() {
             return Err(StorageError::Invalid(format!(
@@ -357,7 +350,7 @@ impl Zfs {
         Ok(())
     }
 
-    pub(crate) fn unmount_key(&self, key: &str, target: &Path) -> Result<()> {
+    fn unmount_key(&self, key: &str, target: &Path) -> Result<()> {
         check_component("container key", key)?;
         let ds = self.container_ds(key);
         destroy_ds(&ds, true)?;
@@ -366,7 +359,7 @@ impl Zfs {
         Ok(())
     }
 
-    pub(crate) fn snapshot_create_key(&self, key: &str, name: &str) -> Result<()> {
+    fn snapshot_create_key(&self, key: &str, name: &str) -> Result<()> {
         check_component("container key", key)?;
         check_snapshot_name(name)?;
         let ds = self.container_ds(key);
@@ -374,7 +367,7 @@ impl Zfs {
         Ok(())
     }
 
-    pub(crate) fn snapshot_list_key(&self, key: &str) -> Result<Vec<Snapshot>> {
+    fn snapshot_list_key(&self, key: &str) -> Result<Vec<Snapshot>> {
         check_component("container key", key)?;
         let ds = self.container_ds(key);
         // `zfs get -t snapshot` is OpenZFS only: take everything one level
@@ -420,12 +413,12 @@ impl Zfs {
             .into_iter()
             .map(|(_, t, name)| Snapshot {
                 name,
-                created: rfc3339_utc(t, 0),
+                created: rfc3339(t),
             })
             .collect())
     }
 
-    pub(crate) fn snapshot_restore_key(&self, key: &str, name: &str, target: &Path) -> Result<()> {
+    fn snapshot_restore_key(&self, key: &str, name: &str, target: &Path) -> Result<()> {
         check_component("container key", key)?;
         check_snapshot_name(name)?;
         let ds = self.container_ds(key);
@@ -444,7 +437,7 @@ impl Zfs {
         check_mounted(target, &ds)
     }
 
-    pub(crate) fn snapshot_delete_key(&self, key: &str, name: &str) -> Result<()> {
+    fn snapshot_delete_key(&self, key: &str, name: &str) -> Result<()> {
         check_component("container key", key)?;
         check_snapshot_name(name)?;
         let snap = format!("{}@{name}", self.container_ds(key));
@@ -454,6 +447,11 @@ impl Zfs {
             )));
         }
         destroy_ds(&snap, false)
+    }
+
+    fn has_container_key(&self, key: &str) -> Result<bool> {
+        check_component("container key", key)?;
+        dataset_exists(&self.container_ds(key))
     }
 }
 
@@ -469,63 +467,6 @@ impl Drop for TmpLayer {
             let _ = destroy_ds(&ds, true);
         }
         let _ = std::fs::remove_dir(&self.mnt);
-    }
-}
-
-impl Driver for Zfs {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Zfs
-    }
-    fn whiteouts(&self) -> Whiteouts {
-        Whiteouts::Apply
-    }
-    fn has_layer(&self, chain: &Digest) -> bool {
-        self.has_layer_hex(chain.hex())
-    }
-    fn mounted_layers<'a>(&self, layers: &'a [Digest]) -> &'a [Digest] {
-        // Each layer is the whole tree: the container is made from the top one.
-        &layers[layers.len().saturating_sub(1)..]
-    }
-    fn create_layer(
-        &self,
-        chain: &Digest,
-        parent: Option<&Digest>,
-        fill: &mut dyn FnMut(&Path) -> Result<()>,
-    ) -> Result<()> {
-        self.create_layer_hex(chain.hex(), parent.map(|p| p.hex()), fill)
-    }
-    fn remove_layer(&self, chain: &Digest) -> Result<()> {
-        self.remove_layer_hex(chain.hex())
-    }
-    fn layers(&self) -> Result<Vec<Digest>> {
-        self.layers_ordered()
-    }
-    fn has_container(&self, key: &str) -> Result<bool> {
-        check_component("container key", key)?;
-        dataset_exists(&self.container_ds(key))
-    }
-    fn read_file(&self, layers: &[Digest], path: &Path) -> Result<Option<Vec<u8>>> {
-        let hex: Vec<&str> = layers.iter().map(|d| d.hex()).collect();
-        self.read_file_hex(&hex, path)
-    }
-    fn mount(&self, key: &str, layers: &[Digest], target: &Path) -> Result<()> {
-        let hex: Vec<&str> = layers.iter().map(|d| d.hex()).collect();
-        self.mount_hex(key, &hex, target)
-    }
-    fn unmount(&self, key: &str, target: &Path) -> Result<()> {
-        self.unmount_key(key, target)
-    }
-    fn snapshot_create(&self, key: &str, name: &str) -> Result<()> {
-        self.snapshot_create_key(key, name)
-    }
-    fn snapshot_list(&self, key: &str) -> Result<Vec<Snapshot>> {
-        self.snapshot_list_key(key)
-    }
-    fn snapshot_restore(&self, key: &str, name: &str, target: &Path) -> Result<()> {
-        self.snapshot_restore_key(key, name, target)
-    }
-    fn snapshot_delete(&self, key: &str, name: &str) -> Result<()> {
-        self.snapshot_delete_key(key, name)
     }
 }
 
@@ -581,6 +522,11 @@ pub(crate) fn zfs_cmd(args: &[&str]) -> Result<String> {
             msg
         },
     })
+}
+
+/// Refuse a name that would change the dataset path it is put in.
+fn check_component(what: &str, s: &str) -> Result<()> {
+    crate::fsutil::check_component(what, s, "a dataset or file name")
 }
 
 fn is_not_found(e: &StorageError) -> bool {
@@ -663,158 +609,6 @@ pub(crate) fn destroy_ds(ds: &str, recursive: bool) -> Result<()> {
     }
 }
 
-/// Refuse a name that would change the dataset path it is put in.
-fn check_component(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-        && !s.starts_with(['-', '.']);
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::Invalid(format!(
-            "{what} {s:?}: not usable as a dataset or file name (letters, digits, _ - . :)"
-        )))
-    }
-}
-
-// ---- helpers shared with the btrfs driver (candidates for lib.rs) ----
-
-/// A snapshot name: `[A-Za-z0-9_.:-]`, at most 64 bytes, not starting
-/// with '-'.
-pub(crate) fn check_snapshot_name(name: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(StorageError::Invalid(format!(
-            "snapshot name {name:?}: {why}"
-        )))
-    };
-    if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > 64 {
-        return bad("longer than 64 characters");
-    }
-    if name.starts_with('-') {
-        return bad("starts with '-'");
-    }
-    if name == "." || name == ".." {
-        return bad("not a name");
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
-    {
-        return bad(&format!("{c:?} is not allowed (letters, digits, _ . : -)"));
-    }
-    Ok(())
-}
-
-/// Seconds (and nanoseconds) since the epoch as RFC 3339 UTC
-/// (`2024-05-01T12:00:00Z`, `…:00.123456789Z` when `nanos` ≠ 0).
-pub(crate) fn rfc3339_utc(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from a day count (proleptic Gregorian, 400-year eras).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    if nanos == 0 {
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-    } else {
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{nanos:09}Z")
-    }
-}
-
-/// Read `path` of the tree at `root`, resolving every component (symlinks
-/// included) inside `root`. None if it does not exist. Only a regular file
-/// of at most [`crate::vfs::MAX_READ`] bytes is read (see
-/// [`crate::vfs::read_regular`]).
-pub(crate) fn read_in_root(root: &Path, path: &Path) -> Result<Option<Vec<u8>>> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    use nix::sys::stat::Mode;
-    let shown = || format!("{} in {}", path.display(), root.display());
-    let dir =
-        std::fs::File::open(root).map_err(crate::io_err(format!("opening {}", root.display())))?;
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    // O_PATH: finding the file opens nothing (no FIFO blocks, no device
-    // opens); read_regular checks what it is first.
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .mode(Mode::empty())
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = match openat2(&dir, rel, how) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => return Ok(None),
-        Err(e) => {
-            return Err(StorageError::Io {
-                what: format!("opening {}", shown()),
-                source: e.into(),
-            })
-        }
-    };
-    crate::vfs::read_regular(fd, &shown()).map(Some)
-}
-
-/// Whether `dir` is a mount point: on another device than its parent,
-/// or listed as one in /proc/self/mountinfo (a bind of the same fs).
-pub(crate) fn is_mounted_here(dir: &Path) -> bool {
-    let (Ok(me), Some(parent)) = (std::fs::symlink_metadata(dir), dir.parent()) else {
-        return false;
-    };
-    if let Ok(up) = std::fs::metadata(parent) {
-        if up.dev() != me.dev() {
-            return true;
-        }
-    }
-    mount_points().iter().any(|m| m == dir)
-}
-
-/// Mount points of /proc/self/mountinfo, octal escapes decoded.
-pub(crate) fn mount_points() -> Vec<PathBuf> {
-    let Ok(s) = std::fs::read("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    s.split(|&b| b == b'\n')
-        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
-        .map(|field| {
-            let mut out = Vec::with_capacity(field.len());
-            let mut i = 0;
-            while i < field.len() {
-                if field[i] == b'\\'
-                    && i + 3 < field.len()
-                    && field[i + 1..i + 4]
-                        .iter()
-                        .all(|c| (b'0'..=b'7').contains(c))
-                {
-                    out.push(
-                        (field[i + 1] - b'0') * 64
-                            + (field[i + 2] - b'0') * 8
-                            + (field[i + 3] - b'0'),
-                    );
-                    i += 4;
-                } else {
-                    out.push(field[i]);
-                    i += 1;
-                }
-            }
-            PathBuf::from(OsStr::from_bytes(&out))
-        })
-        .collect()
-}
-
 /// An error unless `dir` is a mount point now (so nothing is ever written
 /// into the directory underneath by mistake).
 fn check_mounted(dir: &Path, ds: &str) -> Result<()> {
@@ -834,150 +628,43 @@ mod tests {
     //! has its own child dataset and store directory.
 
     use super::*;
-    use std::os::unix::fs::OpenOptionsExt;
+    use crate::testutil::{hex, hex_layer, is_mounted, mounts_under, now, target};
+    use berth_integration::storage::{ZfsDataset, ZfsPool, ZFS_POOL as POOL};
     use std::time::Instant;
 
-    /// The pool every zfs test shares (reference counted by the script).
-    const POOL: &str = "berthtest";
-
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/zfs-fuse.sh")
-    }
-
-    fn run_script(op: &str) -> std::process::Output {
-        Command::new(script())
-            .args([op, POOL])
-            .output()
-            .expect("running hack/zfs-fuse.sh")
-    }
-
-    /// A hold on the shared pool, released on drop.
-    struct Pool;
-
-    impl Pool {
-        fn acquire() -> Pool {
-            let out = run_script("acquire");
-            assert!(
-                out.status.success(),
-                "hack/zfs-fuse.sh acquire {POOL}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Pool
-        }
-    }
-
-    impl Drop for Pool {
-        fn drop(&mut self) {
-            let out = run_script("release");
-            if !out.status.success() {
-                eprintln!(
-                    "hack/zfs-fuse.sh release {POOL}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-
-    /// A test's own dataset `POOL/t-PID-N-NAME` and store directory;
-    /// everything under them is destroyed on drop.
+    /// A test's own dataset (see [`ZfsDataset`]) and store directory, and
+    /// the driver on them.
     struct Env {
         zfs: Zfs,
-        ds: String,
+        ds: ZfsDataset,
         store: tempfile::TempDir,
-        _pool: Pool,
     }
 
     impl Env {
         fn new(name: &str) -> Env {
-            let pool = Pool::acquire();
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let ds = format!("{POOL}/t-{}-{n}-{name}", std::process::id());
-            zfs_cmd(&["create", "-o", "mountpoint=none", &ds]).unwrap();
+            let ds = ZfsDataset::new(name);
             let store = tempfile::Builder::new()
                 .prefix("berth-zfs-test-")
                 .tempdir_in("/tmp")
                 .unwrap();
-            let opts = BTreeMap::from([(DATASET_OPTION.to_string(), ds.clone())]);
+            let opts = BTreeMap::from([(DATASET_OPTION.to_string(), ds.name().to_string())]);
             let zfs = Zfs::new(store.path(), &opts).unwrap();
-            Env {
-                zfs,
-                ds,
-                store,
-                _pool: pool,
-            }
+            Env { zfs, ds, store }
         }
 
-        /// Datasets (not snapshots) under `name`, itself included.
-        fn datasets(name: &str) -> Vec<String> {
-            zfs_cmd(&["list", "-H", "-o", "name", "-r", name])
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect()
-        }
-
-        fn snapshots(name: &str) -> Vec<String> {
-            zfs_cmd(&["list", "-H", "-o", "name", "-t", "snapshot", "-r", name])
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect()
+        /// The test's dataset.
+        fn ds(&self) -> &str {
+            self.ds.name()
         }
 
         fn target(&self, name: &str) -> PathBuf {
-            let t = self.store.path().join("bundles").join(name);
-            std::fs::create_dir_all(&t).unwrap();
-            t
+            target(self.store.path(), name)
         }
 
         /// A layer that writes `files` and deletes `delete`.
         fn layer(&self, hex: &str, parent: Option<&str>, files: &[(&str, &str)], delete: &[&str]) {
-            self.zfs
-                .create_layer_hex(hex, parent, &mut |dir| {
-                    for (p, content) in files {
-                        let f = dir.join(p);
-                        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-                        std::fs::write(&f, content).unwrap();
-                    }
-                    for p in delete {
-                        std::fs::remove_file(dir.join(p)).unwrap();
-                    }
-                    Ok(())
-                })
-                .unwrap();
+            hex_layer(&self.zfs, hex, parent, files, delete);
         }
-    }
-
-    impl Drop for Env {
-        fn drop(&mut self) {
-            // Children first (clones before their origins: reverse of the
-            // creation order is not known, so unmount all, then -R).
-            if let Ok(out) = zfs_cmd(&["list", "-H", "-o", "name", "-r", &self.ds]) {
-                for ds in out.lines().rev() {
-                    let _ = umount_ds(ds);
-                }
-            }
-            for _ in 0..BUSY_TRIES {
-                match zfs_cmd(&["destroy", "-R", &self.ds]) {
-                    Err(e) if is_busy(&e) => std::thread::sleep(BUSY_SLEEP),
-                    Err(e) if is_not_found(&e) => break,
-                    Err(e) => {
-                        eprintln!("cleaning up {}: {e}", self.ds);
-                        break;
-                    }
-                    Ok(_) => break,
-                }
-            }
-        }
-    }
-
-    fn hex(n: u64) -> String {
-        format!("{n:064x}")
-    }
-
-    fn mounted(p: &Path) -> bool {
-        mount_points().iter().any(|m| m == p)
     }
 
     #[test]
@@ -1000,7 +687,7 @@ mod tests {
         env.layer(&l2, Some(&l1), &[("b", "from l2")], &["a"]);
         assert!(env.zfs.has_layer_hex(&l1) && env.zfs.has_layer_hex(&l2));
         // Renamed into place; no temporary dataset or mount left.
-        let layers = Env::datasets(&format!("{}/layers", env.ds));
+        let layers = ZfsDataset::datasets(&format!("{}/layers", env.ds()));
         assert_eq!(layers.len(), 3, "{layers:?}");
         assert!(!layers.iter().any(|l| l.contains("/tmp-")), "{layers:?}");
         let origin =
@@ -1029,7 +716,7 @@ mod tests {
         let (t1, t2) = (env.target("c1"), env.target("c2"));
         env.zfs.mount_hex("c1", &stack, &t1).unwrap();
         env.zfs.mount_hex("c2", &stack, &t2).unwrap();
-        assert!(mounted(&t1) && mounted(&t2));
+        assert!(is_mounted(&t1) && is_mounted(&t2));
         // Mounted by mount, never by `zfs mount -a` at boot.
         let canmount = zfs_cmd(&[
             "get",
@@ -1065,11 +752,11 @@ mod tests {
         env.zfs.snapshot_create_key("c1", "s1").unwrap();
         env.zfs.unmount_key("c1", &t1).unwrap();
         env.zfs.unmount_key("c2", &t2).unwrap();
-        assert!(!mounted(&t1) && !mounted(&t2));
-        let containers = format!("{}/containers", env.ds);
-        assert_eq!(Env::datasets(&containers), vec![containers.clone()]);
+        assert!(!is_mounted(&t1) && !is_mounted(&t2));
+        let containers = format!("{}/containers", env.ds());
+        assert_eq!(ZfsDataset::datasets(&containers), vec![containers.clone()]);
         assert!(
-            Env::snapshots(&containers).is_empty(),
+            ZfsDataset::snapshots(&containers).is_empty(),
             "snapshots go with the container"
         );
         // Idempotent.
@@ -1085,12 +772,10 @@ mod tests {
         env.zfs.remove_layer_hex(&l2).unwrap();
         env.zfs.remove_layer_hex(&l1).unwrap();
         env.zfs.remove_layer_hex(&l1).unwrap();
-        let layers_ds = format!("{}/layers", env.ds);
-        assert_eq!(Env::datasets(&layers_ds), vec![layers_ds.clone()]);
+        let layers_ds = format!("{}/layers", env.ds());
+        assert_eq!(ZfsDataset::datasets(&layers_ds), vec![layers_ds.clone()]);
         assert!(!env.store.path().join("layers/zfs").join(&l2).exists());
-        assert!(!mount_points()
-            .iter()
-            .any(|m| m.starts_with(env.store.path())));
+        assert!(mounts_under(env.store.path()).is_empty());
     }
 
     #[test]
@@ -1106,9 +791,9 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("bad tar"), "{err}");
         assert!(!env.zfs.has_layer_hex(&l1));
-        let layers = format!("{}/layers", env.ds);
-        assert_eq!(Env::datasets(&layers), vec![layers.clone()]);
-        assert!(Env::snapshots(&layers).is_empty());
+        let layers = format!("{}/layers", env.ds());
+        assert_eq!(ZfsDataset::datasets(&layers), vec![layers.clone()]);
+        assert!(ZfsDataset::snapshots(&layers).is_empty());
         let tmp = env.store.path().join("layers/zfs/.tmp");
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
         // A missing parent is zfs's error, and nothing is left either.
@@ -1117,7 +802,7 @@ mod tests {
             .create_layer_hex(&hex(2), Some(&hex(9)), &mut |_| Ok(()))
             .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
-        assert_eq!(Env::datasets(&layers), vec![layers.clone()]);
+        assert_eq!(ZfsDataset::datasets(&layers), vec![layers.clone()]);
 
         // A temporary layer left by a dead process is swept by the next
         // create_layer; one a live process makes is not.
@@ -1126,7 +811,7 @@ mod tests {
         zfs_cmd(&["create", &stale]).unwrap();
         zfs_cmd(&["create", &live]).unwrap();
         env.layer(&l1, None, &[("f", "1")], &[]);
-        let now = Env::datasets(&layers);
+        let now = ZfsDataset::datasets(&layers);
         assert!(!now.contains(&stale), "{now:?}");
         assert!(now.contains(&live), "{now:?}");
         destroy_ds(&live, true).unwrap();
@@ -1146,10 +831,7 @@ mod tests {
         let ok64 = "A-z_0.9:".repeat(8);
         check_snapshot_name(&ok64).unwrap();
 
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let start = now();
         for (i, name) in ["one", "two", "three", "four"].iter().enumerate() {
             std::fs::write(t.join("f"), format!("v{}", i + 1)).unwrap();
             env.zfs.snapshot_create_key("c", name).unwrap();
@@ -1161,11 +843,7 @@ mod tests {
         for s in &list {
             assert_eq!(s.created.len(), 20, "{}", s.created);
             assert!(s.created.ends_with('Z'));
-            assert!(
-                s.created >= rfc3339_utc(start - 1, 0),
-                "{} vs start",
-                s.created
-            );
+            assert!(s.created >= rfc3339(start - 1), "{} vs start", s.created);
         }
 
         // keep-last 2, as lib.rs does it: delete the oldest beyond 2.
@@ -1188,7 +866,7 @@ mod tests {
         std::fs::write(t.join("f"), "v9").unwrap();
         std::fs::write(t.join("new"), "n").unwrap();
         env.zfs.snapshot_restore_key("c", "three", &t).unwrap();
-        assert!(mounted(&t));
+        assert!(is_mounted(&t));
         assert_eq!(std::fs::read_to_string(t.join("f")).unwrap(), "v3");
         assert!(!t.join("new").exists());
         let names: Vec<String> = env
@@ -1203,7 +881,7 @@ mod tests {
         assert!(err.to_string().contains("\"four\""), "{err}");
 
         env.zfs.unmount_key("c", &t).unwrap();
-        assert!(Env::snapshots(&format!("{}/containers", env.ds)).is_empty());
+        assert!(ZfsDataset::snapshots(&format!("{}/containers", env.ds())).is_empty());
     }
 
     #[test]
@@ -1226,7 +904,7 @@ mod tests {
             start.elapsed() >= Duration::from_millis(500),
             "did not wait for the busy mount"
         );
-        assert!(!mounted(&t));
+        assert!(!is_mounted(&t));
         assert!(!dataset_exists(&env.zfs.container_ds("c")).unwrap());
     }
 
@@ -1242,7 +920,7 @@ mod tests {
         let err = Zfs::new(store.path(), &opts).err().unwrap();
         assert!(err.to_string().contains("zfs.bogus"), "{err}");
 
-        let _pool = Pool::acquire();
+        let _pool = ZfsPool::acquire();
         let opts = BTreeMap::from([(DATASET_OPTION.to_string(), format!("{POOL}/no-such-ds"))]);
         let err = Zfs::new(store.path(), &opts).err().unwrap();
         let msg = err.to_string();
@@ -1250,104 +928,6 @@ mod tests {
             msg.contains("no-such-ds") && msg.contains("does not exist"),
             "{msg}"
         );
-    }
-
-    /// `f()` on another thread; fails the test if it has not returned
-    /// within 10 s (after `unblock`, which must let it return).
-    fn within_10s<T: Send + 'static>(
-        f: impl FnOnce() -> T + Send + 'static,
-        unblock: impl FnOnce(),
-    ) -> T {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = std::thread::spawn(move || tx.send(f()).unwrap());
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(v) => {
-                h.join().unwrap();
-                v
-            }
-            Err(_) => {
-                unblock();
-                let _ = h.join();
-                panic!("still blocked after 10 s");
-            }
-        }
-    }
-
-    #[test]
-    fn read_in_root_reads_only_small_regular_files() {
-        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        std::fs::create_dir(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-        nix::unistd::mkfifo(&root.join("etc/passwd"), Mode::from_bits_truncate(0o644)).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", root.join("to-fifo")).unwrap();
-        mknod(
-            &root.join("etc/null"),
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(1, 3),
-        )
-        .unwrap();
-        let big = std::fs::File::create(root.join("big")).unwrap();
-        big.set_len(crate::vfs::MAX_READ + 1).unwrap();
-        let edge = std::fs::File::create(root.join("edge")).unwrap();
-        edge.set_len(crate::vfs::MAX_READ).unwrap();
-
-        assert_eq!(
-            read_in_root(&root, Path::new("/etc/group"))
-                .unwrap()
-                .unwrap(),
-            b"root:x:0:\n"
-        );
-        // A FIFO, directly or through a symlink: an error, at once.
-        for p in ["/etc/passwd", "/to-fifo"] {
-            let (r2, p2) = (root.clone(), p.to_string());
-            let fifo = root.join("etc/passwd");
-            let err = within_10s(
-                move || read_in_root(&r2, Path::new(&p2)).map(|_| ()),
-                || {
-                    // Opening the write end lets a blocked reader go.
-                    let _ = std::fs::OpenOptions::new()
-                        .write(true)
-                        .custom_flags(libc::O_NONBLOCK)
-                        .open(&fifo);
-                },
-            )
-            .unwrap_err()
-            .to_string();
-            assert!(
-                err.contains("not a regular file") && err.contains("FIFO"),
-                "{err}"
-            );
-        }
-        let err = read_in_root(&root, Path::new("etc/null"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("character device"), "{err}");
-        let err = read_in_root(&root, Path::new("big"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("big") && err.contains("16 MiB"), "{err}");
-        assert_eq!(
-            read_in_root(&root, Path::new("edge"))
-                .unwrap()
-                .unwrap()
-                .len() as u64,
-            crate::vfs::MAX_READ
-        );
-        assert!(read_in_root(&root, Path::new("nope")).unwrap().is_none());
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(rfc3339_utc(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400, 0), "2000-02-29T00:00:00Z");
-        assert_eq!(
-            rfc3339_utc(1_714_564_800, 5),
-            "2024-05-01T12:00:00.000000005Z"
-        );
-        assert_eq!(rfc3339_utc(-1, 0), "1969-12-31T23:59:59Z");
     }
 
     /// Rootfs assembly time (mount) on 1, 20 and 100 layers; printed, not

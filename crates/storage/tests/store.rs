@@ -1,60 +1,15 @@
 //! The store through its public API, as root, on the overlay driver:
 //! import, lookup, plan + mount + teardown, image rm, failed imports.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use berth_integration::oci::{Compression, ImageBuilder, LayerBuilder};
-use berth_storage::{
-    container_key, mount_rootfs, teardown, Digest, DriverKind, StorageError, Store, StoreConfig,
-};
-
-/// A directory under /tmp, unmounted and removed on drop.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "berth-store-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&p).unwrap();
-        Tmp(p)
-    }
-    fn store(&self, driver: DriverKind) -> Store {
-        Store::open(StoreConfig {
-            root: self.0.join("store"),
-            driver,
-            options: Default::default(),
-        })
-        .unwrap()
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let mut left = mounts_under(&self.0);
-        left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for m in left {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
+use berth_storage::{container_key, mount_rootfs, teardown, Digest, DriverKind, StorageError};
+use common::{base, forget_record, hexes, import, mounts_under, names, two_layers, Tmp};
 
 /// Every path under `dir` with its type and (for files) size and content hash.
 fn listing(dir: &Path) -> Vec<String> {
@@ -80,40 +35,9 @@ fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
-fn base() -> LayerBuilder {
-    LayerBuilder::new()
-        .dir("etc", 0o755)
-        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-        .dir("a", 0o755)
-        .file("a/x", b"x", 0o644)
-        .file("a/y", b"y", 0o644)
-        .dir("d", 0o755)
-        .file("d/old", b"old", 0o644)
-        .file("f", b"bottom", 0o644)
-}
-
-fn top() -> LayerBuilder {
-    LayerBuilder::new()
-        .whiteout("a/x")
-        .opaque("d")
-        .file("d/new", b"new", 0o644)
-        .file("f", b"top", 0o644)
-}
-
+/// [`two_layers`] with a command.
 fn image() -> ImageBuilder {
-    ImageBuilder::new()
-        .layer(base(), Compression::Gzip)
-        .layer(top(), Compression::Zstd)
-        .config(|c| c["Cmd"] = serde_json::json!(["/bin/sh", "-c", "true"]))
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+    two_layers().config(|c| c["Cmd"] = serde_json::json!(["/bin/sh", "-c", "true"]))
 }
 
 #[test]
@@ -440,27 +364,11 @@ fn many_containers_in_parallel() {
     assert!(names(&t.0.join("store/containers/overlay")).is_empty());
 }
 
-/// Drop `name`'s record from images.json, as a crash between an import's
-/// last layer and its record leaves the store.
-fn forget_record(t: &Tmp, name: &str) {
-    let path = t.0.join("store/images.json");
-    let mut db: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    db["images"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|r| r["name"] != name);
-    fs::write(&path, serde_json::to_vec(&db).unwrap()).unwrap();
-}
-
 fn one_layer(file: &str) -> ImageBuilder {
     ImageBuilder::new().layer(
         LayerBuilder::new().file(file, file.as_bytes(), 0o644),
         Compression::None,
     )
-}
-
-fn hexes(layers: &[Digest]) -> Vec<String> {
-    layers.iter().map(|l| l.hex().to_string()).collect()
 }
 
 /// Layers no image record and no container names (an import killed before
@@ -473,11 +381,7 @@ fn unused_layers_and_blobs_are_swept() {
         let t = Tmp::new("sweep");
         let store = t.store(driver);
         let layers = t.0.join("store/layers").join(driver.as_str());
-        let import = |name: &str, img: ImageBuilder| {
-            let dir = t.0.join(name.replace([':', '/'], "_"));
-            img.write_layout(&dir, name);
-            store.import(&dir, None).unwrap()
-        };
+        let import = |name: &str, img: ImageBuilder| import(&store, &t.0, name, img);
         let keep = import("x/keep:1", one_layer("keep"));
         let gone = import("x/gone:1", one_layer("gone"));
         let live = import("x/live:1", one_layer("live"));
@@ -502,7 +406,7 @@ fn unused_layers_and_blobs_are_swept() {
                 Compression::None,
             ),
         );
-        forget_record(&t, "x/crashed:1");
+        forget_record(&t.0.join("store"), "x/crashed:1");
         teardown(&pg).unwrap();
         let mut all = [&keep, &crashed, &gone, &live]
             .iter()
@@ -530,7 +434,7 @@ fn unused_layers_and_blobs_are_swept() {
         // deleted and something else is removed.
         teardown(&pl).unwrap();
         let other = import("x/other:1", one_layer("other"));
-        forget_record(&t, "x/other:1");
+        forget_record(&t.0.join("store"), "x/other:1");
         store.remove_image("x/next:1").unwrap();
         assert_eq!(names(&layers), hexes(&keep.layers), "{driver:?}");
         assert!(!hexes(&other.layers).iter().any(|h| layers.join(h).exists()));

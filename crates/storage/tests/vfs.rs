@@ -1,67 +1,15 @@
 //! The vfs driver through the public API, as root: layers as whole
 //! trees, containers as copies bind-mounted at the target.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use berth_integration::oci::{Compression, ImageBuilder, LayerBuilder};
-use berth_storage::{container_key, mount_rootfs, teardown, DriverKind, Store, StoreConfig};
-
-/// A directory under /tmp, unmounted and removed on drop.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "berth-store-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&p).unwrap();
-        Tmp(p)
-    }
-    fn store(&self, driver: DriverKind) -> Store {
-        Store::open(StoreConfig {
-            root: self.0.join("store"),
-            driver,
-            options: Default::default(),
-        })
-        .unwrap()
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let mut left = mounts_under(&self.0);
-        left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for m in left {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use berth_storage::{container_key, mount_rootfs, teardown, DriverKind};
+use common::{mounts_under, names, Tmp};
 
 #[test]
 fn visibility_isolation_and_metadata() {
