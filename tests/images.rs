@@ -12,69 +12,31 @@
 //! (`delete --force`), detaches what is left mounted and removes the dirs
 //! on drop, also when a test panics.
 
+use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use berth_integration::images::{edit_config, read_json, StoreCli};
 use berth_integration::oci::{Compression, ImageBuilder, LayerBuilder, Written};
-use berth_integration::serde_json::{self, json, Value};
+use berth_integration::serde_json::json;
+use berth_integration::storage::names_if_exists as names;
 use berth_integration::{base_rootfs, eventually, host_mounts_under, Opts, Out, Runtime};
 
-/// One test's runtime, store and driver.
-struct Env {
-    rt: Runtime,
-    /// The test's temp dir (removed on drop); the store is `tmp/store`.
-    tmp: PathBuf,
-    store: PathBuf,
-    driver: &'static str,
+/// One test's runtime, store (`tmp/store`) and driver.
+struct Env(StoreCli);
+
+impl Deref for Env {
+    type Target = StoreCli;
+    fn deref(&self) -> &StoreCli {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(name: &str, driver: &'static str) -> Env {
-        let rt = Runtime::new(name);
-        let tmp = rt.tempdir();
-        let store = tmp.join("store");
-        Env {
-            rt,
-            tmp,
-            store,
-            driver,
-        }
-    }
-
-    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec![
-            "--store",
-            self.store.to_str().unwrap(),
-            "--storage-driver",
-            self.driver,
-        ];
-        v.extend_from_slice(args);
-        v
-    }
-
-    /// `berth --root R --store S --storage-driver D ARGS`.
-    fn berth(&self, args: &[&str]) -> Out {
-        self.rt.run_opts(
-            &self.args(args),
-            Opts {
-                timeout: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-    }
-
-    fn import(&self, path: &Path, name: &str) -> Out {
-        self.berth(&["image", "import", path.to_str().unwrap(), "--name", name])
-    }
-
-    /// `bundle create --image IMAGE` into a new dir under the test's temp dir.
-    fn bundle(&self, image: &str, tag: &str) -> PathBuf {
-        let dir = self.tmp.join(format!("bundle-{tag}"));
-        self.berth(&["bundle", "create", "--image", image, dir.to_str().unwrap()])
-            .ok();
-        dir
+        Env(StoreCli::new(Runtime::new(name), driver))
     }
 
     fn containers_dir(&self) -> PathBuf {
@@ -105,18 +67,6 @@ impl Env {
     }
 }
 
-/// The entries of a directory, sorted (empty if it does not exist).
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// Every path under `root` (relative, sorted), not following symlinks.
 fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -136,22 +86,6 @@ fn tree(root: &Path) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn write_json(path: &Path, v: &Value) {
-    std::fs::write(path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
-}
-
-/// Edit a bundle's config.json.
-fn edit_config(bundle: &Path, f: impl FnOnce(&mut Value)) {
-    let p = bundle.join("config.json");
-    let mut v = read_json(&p);
-    f(&mut v);
-    write_json(&p, &v);
 }
 
 /// The busybox test rootfs as a gzip layer.

@@ -12,253 +12,67 @@
 //! the test's dataset is destroyed (and the pool hold released), or the
 //! btrfs file unmounted and removed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::Deref;
+use std::path::Path;
 use std::time::Duration;
 
+use berth_integration::images::{edit_config, StoreCli};
 use berth_integration::oci::{Compression, ImageBuilder, LayerBuilder};
-use berth_integration::serde_json::{self, json, Value};
-use berth_integration::{base_rootfs, host_mounts_under, Opts, Out, Runtime};
+use berth_integration::serde_json::json;
+use berth_integration::storage::{names_if_exists as names, BtrfsLoop, ZfsDataset};
+use berth_integration::{base_rootfs, host_mounts_under, Runtime};
 
-/// The zfs-fuse pool the storage tests share (reference counted by the script).
-const POOL: &str = "berthtest";
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-fn sh(prog: &str, args: &[&str]) -> std::process::Output {
-    Command::new(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {prog}: {e}"))
-}
-
-#[track_caller]
-fn sh_ok(prog: &str, args: &[&str]) -> String {
-    let o = sh(prog, args);
-    assert!(
-        o.status.success(),
-        "{prog} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn zfs_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/zfs-fuse.sh")
-}
-
-/// A hold on the shared pool and a dataset of our own under it; the
-/// dataset (recursively) is destroyed and the hold released on drop.
-struct ZfsDataset {
-    name: String,
-}
-
-impl ZfsDataset {
-    fn new(tag: &str) -> ZfsDataset {
-        let out = Command::new(zfs_script())
-            .args(["acquire", POOL])
-            .output()
-            .expect("run hack/zfs-fuse.sh");
-        assert!(
-            out.status.success(),
-            "hack/zfs-fuse.sh acquire {POOL}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let name = format!(
-            "{POOL}/it-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let ds = ZfsDataset { name };
-        sh_ok("zfs", &["create", "-o", "mountpoint=none", &ds.name]);
-        ds
-    }
-
-    /// Datasets (not snapshots) under `name`, itself included.
-    fn datasets(name: &str) -> Vec<String> {
-        sh_ok("zfs", &["list", "-H", "-o", "name", "-r", name])
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-
-    /// Snapshots under `name`.
-    fn snapshots(name: &str) -> Vec<String> {
-        sh_ok(
-            "zfs",
-            &["list", "-H", "-o", "name", "-t", "snapshot", "-r", name],
-        )
-        .lines()
-        .map(String::from)
-        .collect()
-    }
-}
-
-impl Drop for ZfsDataset {
-    fn drop(&mut self) {
-        for _ in 0..10 {
-            let o = sh("zfs", &["destroy", "-r", "-f", &self.name]);
-            if o.status.success() || !ZfsDataset::exists(&self.name) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        let out = Command::new(zfs_script()).args(["release", POOL]).output();
-        if let Ok(o) = out {
-            if !o.status.success() {
-                eprintln!(
-                    "hack/zfs-fuse.sh release {POOL}: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-            }
-        }
-    }
-}
-
-impl ZfsDataset {
-    fn exists(name: &str) -> bool {
-        sh("zfs", &["list", "-H", "-o", "name", name])
-            .status
-            .success()
-    }
-}
-
-/// A 1 GiB btrfs file, loop-mounted; unmounted and removed on drop.
-struct BtrfsMount {
-    dir: PathBuf,
-    mnt: PathBuf,
-}
-
-impl BtrfsMount {
-    fn new() -> BtrfsMount {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-test-btrfs-")
-            .tempdir_in("/tmp")
-            .unwrap()
-            .keep();
-        let img = dir.join("fs.img");
-        let mnt = dir.join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let guard = BtrfsMount { dir, mnt };
-        sh_ok("truncate", &["-s", "1G", img.to_str().unwrap()]);
-        sh_ok("mkfs.btrfs", &["-q", img.to_str().unwrap()]);
-        sh_ok(
-            "mount",
-            &[
-                "-o",
-                "loop",
-                img.to_str().unwrap(),
-                guard.mnt.to_str().unwrap(),
-            ],
-        );
-        guard
-    }
-}
-
-impl Drop for BtrfsMount {
-    fn drop(&mut self) {
-        // Anything still mounted under the file system first (deepest first).
-        let mut m = host_mounts_under(&self.mnt);
-        m.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        for mp in m {
-            let mut ok = false;
-            for _ in 0..10 {
-                if sh("umount", &[&mp]).status.success() {
-                    ok = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            if !ok {
-                let _ = sh("umount", &["-l", &mp]);
-            }
-        }
-        // The loop device goes with the last unmount (mount -o loop sets autoclear).
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One test: the runtime (dropped first: containers deleted), then the
-/// dataset or btrfs mount.
+/// One test: the runtime and store (dropped first: containers deleted),
+/// then the dataset or btrfs mount.
 struct Env {
-    rt: Runtime,
-    tmp: PathBuf,
-    store: PathBuf,
-    driver: &'static str,
-    opts: Vec<String>,
+    cli: StoreCli,
     zfs: Option<ZfsDataset>,
-    btrfs: Option<BtrfsMount>,
+    btrfs: Option<BtrfsLoop>,
+}
+
+impl Deref for Env {
+    type Target = StoreCli;
+    fn deref(&self) -> &StoreCli {
+        &self.cli
+    }
 }
 
 impl Env {
+    fn new(tag: &str, driver: &'static str) -> StoreCli {
+        let mut cli = StoreCli::new(Runtime::new(&format!("{driver}-{tag}")), driver);
+        cli.timeout = Duration::from_secs(120);
+        cli
+    }
+
+    /// On a dataset of our own on the shared zfs-fuse pool.
     fn zfs(tag: &str) -> Env {
         let ds = ZfsDataset::new(tag);
-        let rt = Runtime::new(&format!("zfs-{tag}"));
-        let tmp = rt.tempdir();
+        let mut cli = Env::new(tag, "zfs");
+        cli.opts.push(format!("zfs.dataset={}", ds.name()));
         Env {
-            store: tmp.join("store"),
-            opts: vec![format!("zfs.dataset={}", ds.name)],
-            rt,
-            tmp,
-            driver: "zfs",
+            cli,
             zfs: Some(ds),
             btrfs: None,
         }
     }
 
+    /// On a 1 GiB loop-mounted btrfs of our own.
     fn btrfs(tag: &str) -> Env {
-        let m = BtrfsMount::new();
-        let rt = Runtime::new(&format!("btrfs-{tag}"));
-        let tmp = rt.tempdir();
+        let m = BtrfsLoop::new(1 << 30);
+        let mut cli = Env::new(tag, "btrfs");
+        cli.store = m.path().join("store");
         Env {
-            store: m.mnt.join("store"),
-            opts: Vec::new(),
-            rt,
-            tmp,
-            driver: "btrfs",
+            cli,
             zfs: None,
             btrfs: Some(m),
         }
-    }
-
-    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec![
-            "--store",
-            self.store.to_str().unwrap(),
-            "--storage-driver",
-            self.driver,
-        ];
-        for o in &self.opts {
-            v.push("--storage-opt");
-            v.push(o);
-        }
-        v.extend_from_slice(args);
-        v
-    }
-
-    fn berth(&self, args: &[&str]) -> Out {
-        self.rt.run_opts(
-            &self.args(args),
-            Opts {
-                timeout: Duration::from_secs(120),
-                ..Default::default()
-            },
-        )
-    }
-
-    fn bundle(&self, image: &str, tag: &str) -> PathBuf {
-        let dir = self.tmp.join(format!("bundle-{tag}"));
-        self.berth(&["bundle", "create", "--image", image, dir.to_str().unwrap()])
-            .ok();
-        dir
     }
 
     /// The store's container datasets or subvolumes (and references).
     fn containers(&self) -> Vec<String> {
         let mut v = names(&self.store.join("containers/refs"));
         if let Some(ds) = &self.zfs {
-            let parent = format!("{}/containers", ds.name);
+            let parent = format!("{}/containers", ds.name());
             v.extend(
                 ZfsDataset::datasets(&parent)
                     .into_iter()
@@ -268,7 +82,7 @@ impl Env {
         }
         if let Some(m) = &self.btrfs {
             v.extend(
-                subvolumes(&m.mnt)
+                m.subvolumes()
                     .into_iter()
                     .filter(|s| s.contains("containers")),
             );
@@ -280,14 +94,14 @@ impl Env {
     /// The store's layer datasets or subvolumes.
     fn layers(&self) -> Vec<String> {
         if let Some(ds) = &self.zfs {
-            let parent = format!("{}/layers", ds.name);
+            let parent = format!("{}/layers", ds.name());
             return ZfsDataset::datasets(&parent)
                 .into_iter()
                 .filter(|d| *d != parent)
                 .collect();
         }
         let m = self.btrfs.as_ref().unwrap();
-        subvolumes(&m.mnt)
+        m.subvolumes()
             .into_iter()
             .filter(|s| s.contains("layers"))
             .collect()
@@ -306,32 +120,6 @@ impl Env {
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
         assert_eq!(self.containers(), Vec::<String>::new(), "containers left");
     }
-}
-
-/// Paths of the subvolumes of the btrfs at `mnt`.
-fn subvolumes(mnt: &Path) -> Vec<String> {
-    sh_ok("btrfs", &["subvolume", "list", "-o", mnt.to_str().unwrap()])
-        .lines()
-        .filter_map(|l| l.split(" path ").nth(1).map(String::from))
-        .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn edit_config(bundle: &Path, f: impl FnOnce(&mut Value)) {
-    let p = bundle.join("config.json");
-    let mut v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 }
 
 fn read(p: &Path) -> String {
