@@ -49,15 +49,7 @@ pub(crate) fn decoder<'a>(mut r: impl Read + 'a, c: Compression) -> io::Result<B
     }
     // Read up to four bytes, then put them back in front.
     let mut head = [0u8; 4];
-    let mut n = 0;
-    while n < head.len() {
-        match r.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = crate::frame::read_full(&mut r, &mut head)?;
     let kind = if n >= 2 && head[..2] == GZIP_MAGIC {
         Compression::Gzip
     } else if n == 4 && head == ZSTD_MAGIC {

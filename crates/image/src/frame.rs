@@ -250,7 +250,7 @@ impl<R: Read> Framer<R> {
 }
 
 /// Read into `buf` until it is full or the stream ends; the count.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

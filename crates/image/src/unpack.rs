@@ -272,15 +272,7 @@ fn write_sparse(
     let mut off: u64 = 0;
     let mut written_end: u64 = 0;
     loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match r.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err((true, e)),
-            }
-        }
+        let n = crate::frame::read_full(r, buf).map_err(|e| (true, e))?;
         if n == 0 {
             break;
         }
