@@ -38,7 +38,8 @@ impl Deref for Env {
 }
 
 impl Env {
-    fn new(tag: &str, driver: &'static str) -> StoreCli {
+    /// The runtime and store of test `tag` on `driver`.
+    fn cli(tag: &str, driver: &'static str) -> StoreCli {
         let mut cli = StoreCli::new(Runtime::new(&format!("{driver}-{tag}")), driver);
         cli.timeout = Duration::from_secs(120);
         cli
@@ -47,7 +48,7 @@ impl Env {
     /// On a dataset of our own on the shared zfs-fuse pool.
     fn zfs(tag: &str) -> Env {
         let ds = ZfsDataset::new(tag);
-        let mut cli = Env::new(tag, "zfs");
+        let mut cli = Env::cli(tag, "zfs");
         cli.opts.push(format!("zfs.dataset={}", ds.name()));
         Env {
             cli,
@@ -59,7 +60,7 @@ impl Env {
     /// On a 1 GiB loop-mounted btrfs of our own.
     fn btrfs(tag: &str) -> Env {
         let m = BtrfsLoop::new(1 << 30);
-        let mut cli = Env::new(tag, "btrfs");
+        let mut cli = Env::cli(tag, "btrfs");
         cli.store = m.path().join("store");
         Env {
             cli,

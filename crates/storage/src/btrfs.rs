@@ -28,7 +28,8 @@ use nix::errno::Errno;
 
 use crate::driver::HexDriver;
 use crate::fsutil::{
-    bind, check_snapshot_name, is_stale_tmp, read_in_root, rfc3339, tmp_layer_name,
+    bind, check_absolute_target, check_snapshot_name, is_stale_tmp, read_in_root, rfc3339,
+    tmp_layer_name,
 };
 use crate::{DriverKind, Result, Snapshot, StorageError};
 
@@ -207,12 +208,7 @@ impl HexDriver for Btrfs {
 
     fn mount_hex(&self, key: &str, layers: &[&str], target: &Path) -> Result<()> {
         check_component("container key", key)?;
-        if !target.is_absolute() {
-            return Err(StorageError::Invalid(format!(
-                "rootfs target {}: not an absolute path",
-                target.display()
-            )));
-        }
+        check_absolute_target(target)?;
         let cdir = self.container_dir(key);
         let made_cdir = match std::fs::create_dir(&cdir) {
             Ok(()) => true,

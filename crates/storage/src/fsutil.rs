@@ -159,6 +159,17 @@ pub(crate) fn unescape_octal(b: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// Refuse a rootfs mount target that is not an absolute path.
+pub(crate) fn check_absolute_target(target: &Path) -> Result<()> {
+    if target.is_absolute() {
+        return Ok(());
+    }
+    Err(StorageError::Invalid(format!(
+        "rootfs target {}: not an absolute path",
+        target.display()
+    )))
+}
+
 /// Bind-mount `src` at `target`.
 pub(crate) fn bind(src: &Path, target: &Path) -> Result<()> {
     nix::mount::mount(

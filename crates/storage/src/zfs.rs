@@ -48,7 +48,8 @@ use berth_image::Digest;
 
 use crate::driver::HexDriver;
 use crate::fsutil::{
-    check_snapshot_name, is_mounted_here, is_stale_tmp, read_in_root, rfc3339, tmp_layer_name,
+    check_absolute_target, check_snapshot_name, is_mounted_here, is_stale_tmp, read_in_root,
+    rfc3339, tmp_layer_name,
 };
 use crate::{DriverKind, Result, Snapshot, StorageError};
 
@@ -304,12 +305,7 @@ impl HexDriver for Zfs {
 
     fn mount_hex(&self, key: &str, layers: &[&str], target: &Path) -> Result<()> {
         check_component("container key", key)?;
-        if !target.is_absolute() {
-            return Err(StorageError::Invalid(format!(
-                "rootfs target {}: not an absolute path",
-                target.display()
-            )));
-        }
+        check_absolute_target(target)?;
         let ds = self.container_ds(key);
         // Refused before anything is made: the dataset there is another
         // mount's (an earlier create of this container) and must stay.
