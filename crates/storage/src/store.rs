@@ -699,19 +699,33 @@ pub(crate) fn add_ref(root: &Path, drv: &dyn Driver, rec: &RootfsRecord) -> Resu
     write_atomic(&ref_path(root, &rec.key), &json)
 }
 
-/// Drop container `key`'s reference; fine if there is none.
+/// Drop container `key`'s reference, and the temp file of one whose write
+/// was interrupted (berth killed inside [`write_atomic`]); fine if there
+/// is none.
 pub(crate) fn remove_ref(root: &Path, key: &str) -> Result<()> {
     let path = ref_path(root, key);
-    if fs::symlink_metadata(&path).is_err() {
+    let temp_prefix = format!(".{key}.json.");
+    let temps: Vec<PathBuf> = match fs::read_dir(root.join("containers/refs")) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&temp_prefix))
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if fs::symlink_metadata(&path).is_err() && temps.is_empty() {
         return Ok(());
     }
     let _lock = lock(root, LOCK)?;
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => {
-            Err(io_err(format!("removing {}", path.display()))(e))
+    for p in temps.iter().chain(std::iter::once(&path)) {
+        match fs::remove_file(p) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(io_err(format!("removing {}", p.display()))(e))
+            }
+            _ => {}
         }
-        _ => Ok(()),
     }
+    Ok(())
 }
 
 /// Every container reference. One that cannot be read is an error: its
@@ -825,6 +839,26 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_ref_takes_the_temp_file_of_an_interrupted_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let refs = dir.path().join("containers/refs");
+        fs::create_dir_all(&refs).unwrap();
+        // berth killed between create_new and rename in write_atomic:
+        fs::write(refs.join(".k1.json.tmp-1-0"), b"{").unwrap();
+        fs::write(refs.join(".k10.json.tmp-1-0"), b"{").unwrap();
+        remove_ref(dir.path(), "k1").unwrap();
+        assert!(!refs.join(".k1.json.tmp-1-0").exists());
+        assert!(
+            refs.join(".k10.json.tmp-1-0").exists(),
+            "another key's file"
+        );
+        fs::write(refs.join("k10.json"), b"{}").unwrap();
+        remove_ref(dir.path(), "k10").unwrap();
+        assert_eq!(fs::read_dir(&refs).unwrap().count(), 0);
+        remove_ref(dir.path(), "k10").unwrap();
+    }
 
     fn digest(c: char) -> Digest {
         Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
