@@ -23,6 +23,8 @@ PKGS=(
 	zfs-fuse       # the zfs storage driver: real ZFS in userspace (hack/zfs-fuse.sh starts its daemon for the tests)
 	btrfs-progs    # mkfs.btrfs for the btrfs storage driver's tests (loop-mounted file)
 	umoci          # hack/image-bench: the unpack throughput berth is compared with
+	containerd     # integration/tests/containerd.rs: berth as the runc shim's binary (ctr)
+	podman         # integration/tests/podman.rs: berth as podman's --runtime (through conmon)
 )
 # shellcheck disable=SC2206
 PKGS+=(${BERTH_EXTRA_PKGS:-})
