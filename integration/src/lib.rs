@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json;
 
+pub mod clients;
 pub mod images;
 pub mod oci;
 pub mod storage;
