@@ -359,6 +359,11 @@ pub fn is_creating(state_dir: &Path) -> bool {
 /// startContainer hooks ran; if they or the exec fail, the init writes why
 /// first. Fails too if the init exits before it ever opens the fifo.
 pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
+    // The pidfd comes first: once the fifo is open the init execs, and a
+    // short program can exit and be reaped (by containerd's shim, its
+    // subreaper) before a later pidfd_open, which would then call a
+    // container that ran "exited before start".
+    let pidfd = berth_state::pidfd_open(pid).map_err(|_| LinuxError::ExitedBeforeStart)?;
     let path = state_dir.join(EXEC_FIFO);
     let fifo = std::fs::OpenOptions::new()
         .read(true)
@@ -368,7 +373,6 @@ pub fn start(state_dir: &Path, pid: i32) -> Result<(), LinuxError> {
     // Gone from here on: the container counts as started, and a second
     // `start` (or one after this one is killed) cannot wait on it.
     std::fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
-    let pidfd = berth_state::pidfd_open(pid).map_err(|_| LinuxError::ExitedBeforeStart)?;
     let mut connected = false;
     let mut why = Vec::new();
     loop {
