@@ -29,6 +29,7 @@ pub use serde_json;
 pub mod clients;
 pub mod images;
 pub mod oci;
+pub mod podman;
 pub mod storage;
 
 /// Skip the rest of a test when the runtime under test is runc: the test checks
