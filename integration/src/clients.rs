@@ -314,6 +314,8 @@ impl Drop for Containerd {
                 .map(String::from)
                 .collect();
             for id in &ids {
+                // A frozen task cannot die: thaw it first.
+                let _ = short(&["tasks", "resume", id]);
                 let _ = short(&["tasks", "kill", "-a", "-s", "SIGKILL", id]);
                 let _ = short(&["tasks", "delete", "--force", id]);
                 let _ = short(&["containers", "rm", id]);
