@@ -262,8 +262,7 @@ network_config_dir = "{net}"
         for m in mounts_under(&self.dir) {
             out.push(format!("mount {}", m.display()));
         }
-        let d = self.dir.to_str().unwrap();
-        for (pid, cmd) in processes_related(&[d], &[&self.dir]) {
+        for (pid, cmd) in processes_related(&[&self.needle()], &[&self.dir]) {
             out.push(format!("process {pid}: {cmd}"));
         }
         for id in ids {
@@ -279,6 +278,13 @@ network_config_dir = "{net}"
             }
         }
         out
+    }
+
+    /// What the command line of a process started for this podman holds:
+    /// the private dir with a trailing slash (so `…-1/` never matches the
+    /// paths of another instance's `…-10/`).
+    fn needle(&self) -> String {
+        format!("{}/", self.dir.display())
     }
 
     fn berth_delete(ids: &[String]) {
@@ -321,8 +327,7 @@ impl Drop for Podman {
         Self::berth_delete(&ids);
         // conmon, podman's exit command and any process of a container
         // that outlived the above: all were started for this podman.
-        let d = self.dir.to_str().unwrap().to_string();
-        for (pid, _) in processes_related(&[&d], &[&self.dir]) {
+        for (pid, _) in processes_related(&[&self.needle()], &[&self.dir]) {
             // SAFETY: kill(2) on a pid we just read; no memory involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
