@@ -17,6 +17,7 @@ PKGS=(
 	crun           # the crun backend, and hack/bench
 	jq             # hack/mkbundle.sh edits config.json
 	hyperfine      # hack/bench --hyperfine
+	gnuplot-nox    # hack/bench-plot draws docs/benchmarks.png (pngcairo terminal; no X11, installs cleanly with --no-install-recommends)
 	uidmap         # newuidmap/newgidmap: rootless berth's subordinate id mappings (tests/rootless.rs)
 	procps         # ps(1): `berth ps` runs it (tests/manage.rs)
 	criu           # checkpoint/restore (tests/checkpoint.rs skip with `criu check`'s reason when it fails, as 3.17 does on this kernel)
