@@ -24,6 +24,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::storage::{mounts_under, TempDir};
+
+/// Podman instances alive in this process.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
 use crate::{berth_bin, cgroup_dirs_named, exec, processes_related, Opts, Out};
 
 /// The name the runtime is registered under in the private
@@ -71,6 +74,7 @@ pub struct Podman {
 impl Podman {
     /// A podman with empty private storage, berth as its runtime.
     pub fn new() -> Podman {
+        LIVE.fetch_add(1, Ordering::SeqCst);
         let bin = berth_bin();
         assert!(
             bin.exists(),
@@ -340,6 +344,20 @@ impl Drop for Podman {
         cgroups.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
         for c in cgroups {
             let _ = std::fs::remove_dir(c);
+        }
+        // The last podman of this process also takes podman's shared
+        // parents if they are empty (rmdir fails otherwise), so no cgroup
+        // outlives the suite: tests/cgroup_v2.rs can only move a
+        // controller whose hierarchy holds nothing but its root.
+        if LIVE.fetch_sub(1, Ordering::SeqCst) == 1 {
+            for parent in ["libpod_parent/conmon", "libpod_parent"] {
+                for c in cgroup_dirs_named(parent.rsplit('/').next().unwrap_or(parent))
+                    .into_iter()
+                    .filter(|c| c.ends_with(parent))
+                {
+                    let _ = std::fs::remove_dir(c);
+                }
+            }
         }
         // TempDir's drop detaches mounts under the directory and removes it.
     }
