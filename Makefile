@@ -2,7 +2,8 @@
 #
 #   make demo    install deps, build berth, run one busybox container
 #   make test    install deps, build, fmt + clippy, then the whole test suite
-#   make bench   berth vs crun vs runc (hack/bench; BENCH_ARGS="-n 50 --hyperfine")
+#   make bench   berth vs crun vs runc, every scenario of hack/bench (~6 min;
+#                BENCH_ARGS="--quick", or "run -n 50 --hyperfine" for one)
 #   make fuzz    each cargo-fuzz target for FUZZ_TIME seconds (hack/fuzz.sh)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
