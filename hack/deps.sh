@@ -26,6 +26,7 @@ PKGS=(
 	umoci          # hack/image-bench: the unpack throughput berth is compared with
 	containerd     # integration/tests/containerd.rs: berth as the runc shim's binary (ctr)
 	podman         # integration/tests/podman.rs: berth as podman's --runtime (through conmon)
+	docker.io      # integration/tests/docker.rs: berth as a dockerd --add-runtime runtime (a private daemon; /usr/bin/docker)
 )
 # shellcheck disable=SC2206
 PKGS+=(${BERTH_EXTRA_PKGS:-})

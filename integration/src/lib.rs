@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 pub use serde_json;
 
 pub mod clients;
+pub mod docker;
 pub mod images;
 pub mod oci;
 pub mod podman;
