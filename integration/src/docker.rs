@@ -1,6 +1,7 @@
 //! A private Docker daemon (Debian's docker.io 20.10) for the Docker suite
-//! (`tests/docker.rs`): berth registered as a runtime with `--add-runtime`,
-//! everything the daemon keeps under one temp dir, no network set-up.
+//! (`tests/docker.rs`): berth registered as a runtime in the daemon's
+//! config file, everything the daemon keeps under one temp dir, no network
+//! set-up.
 
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -39,8 +40,10 @@ static STARTING: Mutex<()> = Mutex::new(());
 /// --ip6tables=false --ip-forward=false --ip-masq=false` so that it touches
 /// neither the host's links nor its firewall; containers go under the cgroup
 /// `/berth-docker-PID-N/ID` of every hierarchy (`--cgroup-parent`, cgroupfs
-/// driver). `--add-runtime berth=BERTH_BIN` registers the runtime under test;
-/// the runc shim then runs it with `--root exec/runtime-runc/moby`.
+/// driver). Its `--config-file` (`daemon.json` in the temp dir, so the
+/// host's `/etc/docker/daemon.json` is not read) registers the runtime under
+/// test as `berth`; the runc shim then runs it with `--root
+/// exec/runtime-runc/moby`.
 ///
 /// Dropping it (also when the test panics) removes every container, stops
 /// the daemon, kills any shim left, runs the runtime's `delete --force` on
@@ -89,9 +92,12 @@ impl Docker {
             dir: dir.clone(),
             child: None,
         };
-        // An empty config file, so /etc/docker/daemon.json is not read.
+        // Our own config file, so /etc/docker/daemon.json is not read. It
+        // registers the runtime exactly as docs/clients.md tells users to.
         let cfg = dir.join("daemon.json");
-        std::fs::write(&cfg, b"{}\n").expect("write daemon.json");
+        let config = json!({"runtimes": {RUNTIME: {"path": runtime}}});
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&config).unwrap())
+            .expect("write daemon.json");
         let log = std::fs::File::create(&d.log).expect("create dockerd.log");
         let mut cmd = std::process::Command::new("dockerd");
         cmd.arg("--config-file")
@@ -115,7 +121,6 @@ impl Docker {
                 "--exec-opt=native.cgroupdriver=cgroupfs",
             ])
             .arg(format!("--cgroup-parent={}", d.cgroup_parent))
-            .arg(format!("--add-runtime={RUNTIME}={}", runtime.display()))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

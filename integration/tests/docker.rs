@@ -1,7 +1,7 @@
-//! Docker (Debian's docker.io 20.10) with berth registered as a runtime
-//! (`dockerd --add-runtime berth=BERTH_BIN`, the flag form of daemon.json's
-//! `"runtimes": {"berth": {"path": …}}`) and chosen per container with
-//! `docker run --runtime berth`.
+//! Docker (Debian's docker.io 20.10) with berth registered as a runtime in
+//! the daemon's config file (`"runtimes": {"berth": {"path": BERTH_BIN}}`,
+//! the snippet of docs/clients.md) and chosen per container with `docker
+//! run --runtime berth`.
 //!
 //! Every test starts its own dockerd ([`Docker`]: private data and exec
 //! roots, socket, cgroup parent; no bridge, no iptables) and loads the
