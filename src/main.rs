@@ -45,6 +45,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // The kernel makes the first migration into a cgroup wait for an RCU
+    // grace period; start it now so it overlaps with the set-up below
+    // (create starts it once the container's cgroup exists, see the native
+    // backend).
+    if matches!(cli.command, Command::Exec(_)) {
+        drop(berth_cgroups::prime_migration());
+    }
     let logger = match Logger::open(cli.log.as_deref(), cli.log_format, cli.debug) {
         Ok(l) => std::rc::Rc::new(l),
         Err(e) => {

@@ -300,3 +300,37 @@ fn no_process_with_root(bundle: &Path) -> bool {
     }
     true
 }
+
+/// The parent moves the init into the container's cgroup while the init
+/// mounts its root filesystem; the first hooks (prestart, createRuntime)
+/// must already find it there, as tools that grant devices by cgroup expect.
+#[test]
+fn create_hooks_find_the_init_in_its_cgroup() {
+    let rt = Runtime::new("hookcg");
+    let mut b = rt.bundle();
+    let out = rt.tempdir();
+    let script = out.join("cg.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\npid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p')\ncat /proc/$pid/cgroup > \"$2/$1.cgroup\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hook = |stage: &str| json!([{"path": script.to_str().unwrap(), "args": ["cg.sh", stage, out.to_str().unwrap()]}]);
+    b.set("/hooks/prestart", hook("prestart"));
+    b.set("/hooks/createRuntime", hook("createRuntime"));
+    let id = rt.id();
+    rt.create(&b, &id).ok();
+    for stage in ["prestart", "createRuntime"] {
+        let text = std::fs::read_to_string(out.join(format!("{stage}.cgroup")))
+            .unwrap_or_else(|e| panic!("{stage} hook wrote nothing: {e}"));
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!lines.is_empty(), "{stage}: empty /proc/PID/cgroup");
+        for l in lines {
+            assert!(
+                l.ends_with(&format!("/{id}")),
+                "{stage}: the init is not in the container's cgroup: {l}\n{text}"
+            );
+        }
+    }
+}

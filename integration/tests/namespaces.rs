@@ -96,6 +96,25 @@ fn cgroup_namespace_new() {
     assert_ne!(ns_of(&r, "cgroup"), host_ns("cgroup"));
 }
 
+/// The init is moved into the container's cgroup while it mounts its root
+/// filesystem, and makes its cgroup namespace only after that: the
+/// namespace's root is the container's cgroup, so every hierarchy shows "/".
+#[test]
+fn cgroup_namespace_is_rooted_at_the_containers_cgroup() {
+    let rt = Runtime::new("nscgroot");
+    let mut b = rt.bundle();
+    b.namespace("cgroup", None);
+    b.set("/process/args", json!(["cat", "/proc/self/cgroup"]));
+    b.write();
+    let id = rt.id();
+    let o = rt.run(&["run", "--bundle", b.path_str(), &id]).ok();
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(!lines.is_empty(), "{o}");
+    for l in lines {
+        assert!(l.ends_with(":/"), "not the namespace root: {l}\n{o}");
+    }
+}
+
 #[test]
 fn user_namespace_new_with_mappings() {
     let rt = Runtime::new("nsuser");

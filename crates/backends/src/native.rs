@@ -112,7 +112,7 @@ fn rootless_cgroup(
     }
     rec.cgroup_paths = cgroup.paths.clone();
     rec.cgroup_shared = cgroup.paths.keys().any(|k| existed.contains(k));
-    req.container.save_quick(rec)?;
+    req.container.save(rec)?;
     Ok(())
 }
 
@@ -203,7 +203,7 @@ impl Backend for Native {
         // Recorded before anything exists, so delete finds it after a crash.
         rec.cgroup_paths = cgroup.paths.clone();
         rec.cgroup_shared = cgroup.exists();
-        req.container.save_quick(rec)?;
+        req.container.save(rec)?;
         if req.opts.rootless {
             rootless_cgroup(req, &mut cgroup, cgroups_path.as_deref(), rec)?;
         } else {
@@ -222,6 +222,12 @@ impl Backend for Native {
                 Err(e) => return Err(e.into()),
             }
         }
+        // The init is moved into the cgroup after the fork, which waits for
+        // an RCU grace period unless one has just passed: start it now, so it
+        // runs while the init mounts its root filesystem. Not earlier: while
+        // it waits, the kernel holds the lock every cgroup mkdir and write
+        // above takes.
+        drop(berth_cgroups::prime_migration());
         let console = match (&req.opts.console_socket, req.keep_console) {
             (Some(p), _) => Console::Socket(p),
             (None, true) => Console::Keep,

@@ -7,10 +7,12 @@
 
 mod bpf;
 mod freezer;
+mod prime;
 pub mod resources;
 mod stats;
 
 pub use bpf::attach_device_program;
+pub use prime::prime_migration;
 pub use resources::Mode;
 
 use std::collections::BTreeMap;

@@ -113,7 +113,7 @@ pub fn exec(req: ExecRequest<'_>) -> Result<Executed, LinuxError> {
         all_cpus,
     };
 
-    // berth is single-threaded here: nothing in the CLI or library spawns threads.
+    // See sys::fork for the threads berth may have here.
     let stage1_pid = sys::fork().map_err(io_err("fork"))?;
     if stage1_pid == 0 {
         stage1(&plan);

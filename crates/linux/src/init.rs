@@ -1,13 +1,15 @@
 //! The two processes `berth create` forks.
 //!
 //! Stage 1 joins the namespaces given by path, creates the user namespace
-//! (the parent writes its id maps), unshares the other new namespaces and
-//! forks the container init, then exits. The init (pid 1 of a new pid
-//! namespace) sets up the root filesystem and the process, tells the parent it
-//! is ready, and blocks opening the exec fifo until `berth start` opens the
-//! other end; then it execs the user's program.
+//! (the parent writes its id maps), unshares the other new namespaces but
+//! the cgroup one and forks the container init, then exits. The init (pid 1
+//! of a new pid namespace) mounts the root filesystem while the parent moves
+//! it into the container's cgroup, waits for that, makes the cgroup
+//! namespace, sets up the process, tells the parent it is ready, and blocks
+//! opening the exec fifo until `berth start` opens the other end; then it
+//! execs the user's program.
 //!
-//! Both run in a fresh fork of the single-threaded `berth` process and walk a
+//! Both run in a fresh fork of the `berth` process and walk a
 //! [`Plan`] built before the fork. Failures are sent to the parent as one
 //! line and the process exits.
 
@@ -66,7 +68,9 @@ fn stage1_inner(plan: &Plan, fds: &ChildFds) -> Res<()> {
         sys::setresgid(0).ctx(|| "become root in the user namespace (setresgid 0)".into())?;
         sys::setresuid(0).ctx(|| "become root in the user namespace (setresuid 0)".into())?;
     }
-    sys::unshare(plan.unshare_flags).ctx(|| "create namespaces".into())?;
+    // The cgroup namespace is made by the init once the parent has moved it
+    // into the container's cgroup (its root is the cgroup it is made in).
+    sys::unshare(plan.unshare_flags & !libc::CLONE_NEWCGROUP).ctx(|| "create namespaces".into())?;
     if let Some(offsets) = &plan.time_offsets {
         // Becoming root of a user namespace above made this process
         // undumpable, which gives its /proc files to the host's root: the
@@ -162,6 +166,23 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     }
     if let Some(d) = &plan.domainname {
         sys::setdomainname(d).ctx(|| "set domainname".into())?;
+    }
+    // Everything above touches no cgroup, so it overlaps with the parent's
+    // move of this process into the container's cgroup (which may wait for
+    // an RCU grace period, see berth_cgroups::prime_migration). Hooks, the
+    // cgroup namespace and the user's program come after it.
+    match sync::recv(sync) {
+        Ok(Some(Msg::Go)) => {}
+        Ok(_) => sys::exit_now(1),
+        Err(e) => {
+            return Err(Failed {
+                what: "sync with parent".into(),
+                err: Some(e),
+            })
+        }
+    }
+    if plan.unshare_flags & libc::CLONE_NEWCGROUP != 0 {
+        sys::unshare(libc::CLONE_NEWCGROUP).ctx(|| "create cgroup namespace".into())?;
     }
     let mut started_state = Vec::new();
     if plan.hook_sync {

@@ -4,8 +4,8 @@
 //!
 //! `create` forks twice (see [`init`]): the container init ends up blocked on
 //! `exec.fifo` in the container's state directory with everything set up;
-//! `start` opens the fifo's read end, which lets it exec. The parent is
-//! single-threaded when it forks, and builds the whole [`plan::Plan`] first.
+//! `start` opens the fifo's read end, which lets it exec. The parent
+//! builds the whole [`plan::Plan`] before it forks.
 //!
 //! [`exec()`] forks twice as well, joining the init's namespaces and cgroup
 //! instead of creating them. The process part of the plan
@@ -187,7 +187,10 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         close,
     };
 
-    // berth is single-threaded here: nothing in the CLI or library spawns threads.
+    // The only other thread berth may have here is the cgroup primer
+    // (berth_cgroups::prime_migration): it reads and writes one cgroup file
+    // and takes no lock of berth's, and glibc's fork leaves malloc usable in
+    // the child whatever another thread was doing.
     let stage1 = sys::fork().map_err(io_err("fork"))?;
     if stage1 == 0 {
         init::stage1(&plan, &fds);
@@ -200,31 +203,26 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
     if plan.new_userns {
         userns::write_id_maps(stage1, &plan.uid_map, &plan.gid_map)?;
     }
-    if let Some(cg) = req.cgroup {
-        cg.add(stage1)
-            .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
-    }
     sync::send(sock, &sync::Msg::Go).map_err(io_err("sync with container"))?;
-    // Stage 1 and the init share the socket: on a busy machine the init's
-    // first message can arrive before stage 1's Pid. Keep it for later.
-    let mut early = None;
-    let pid = loop {
-        match recv(sock)? {
-            sync::Msg::Pid(p) => break p,
-            m @ (sync::Msg::HookPoint | sync::Msg::Ready) if early.is_none() => early = Some(m),
-            other => return Err(unexpected(other)),
-        }
+    // The init sends nothing before it is told it is in its cgroup.
+    let pid = match recv(sock)? {
+        sync::Msg::Pid(p) => p,
+        other => return Err(unexpected(other)),
     };
     guard.init = pid;
     guard.reap_stage1();
     cb.record_pid(pid)?;
+    // Only the init is moved (stage 1 has exited): it mounts the root
+    // filesystem meanwhile and waits for Go before anything that depends on
+    // its cgroup (the cgroup namespace, hooks, its program).
+    if let Some(cg) = req.cgroup {
+        cg.add(pid)
+            .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
+    }
+    sync::send(sock, &sync::Msg::Go).map_err(io_err("sync with container"))?;
 
     loop {
-        let next = match early.take() {
-            Some(m) => m,
-            None => recv(sock)?,
-        };
-        match next {
+        match recv(sock)? {
             sync::Msg::HookPoint => {
                 let creating = cb.hook_state(pid, "creating");
                 berth_hooks::run_all(&prestart, &creating).map_err(|source| LinuxError::Hook {

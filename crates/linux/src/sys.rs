@@ -473,10 +473,13 @@ pub fn join_session_keyring(name: &CStr) -> io::Result<()> {
         .map(drop)
 }
 
-/// fork(2). The caller must be single-threaded.
+/// fork(2). No other thread of the caller may hold a lock the child needs.
 pub fn fork() -> io::Result<libc::pid_t> {
-    // SAFETY: berth never runs other threads when it forks (documented at the
-    // call sites); the child only runs code written for that context.
+    // SAFETY: the only thread berth may run beside the caller is the cgroup
+    // primer (berth_cgroups::prime_migration), which takes none of berth's
+    // locks; glibc's fork holds the malloc locks across the fork, so the
+    // child's allocator is consistent. The child only runs code written for
+    // that context.
     check_int(unsafe { libc::fork() })
 }
 

@@ -177,7 +177,7 @@ pub fn temporary(uid_map: &[u8], gid_map: &[u8]) -> Result<OwnedFd, LinuxError> 
     };
     let (ready_r, ready_w) = pipe().map_err(io_error(what()))?;
     let (hold_r, hold_w) = pipe().map_err(io_error(what()))?;
-    // berth is single-threaded (nothing in it starts threads).
+    // See sys::fork for the threads berth may have here.
     let pid = sys::fork().map_err(io_error(what()))?;
     if pid == 0 {
         hold_namespace(
