@@ -883,7 +883,7 @@ pub fn restore(
     let c = rt.root.create(id)?;
     let mut rec = crate::ops::new_record(id, &bundle, backend_name);
     let restored = c
-        .save_quick(&rec)
+        .save(&rec)
         .map_err(CriuError::from)
         .and_then(|()| restore_into(&c, &mut rec, &bundle, &criu, &checked, opts, &stdio))
         .and_then(|pid| {
@@ -1089,7 +1089,7 @@ fn restore_cgroup(
     let cgroup = hier.container(cgroups_path.as_deref(), &rec.id)?;
     rec.cgroup_paths = cgroup.paths.clone();
     rec.cgroup_shared = cgroup.exists();
-    c.save_quick(rec)?;
+    c.save(rec)?;
     cgroup.create()?;
     if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         cgroup.apply_resources(res, berth_cgroups::Mode::Create)?;

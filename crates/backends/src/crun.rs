@@ -90,7 +90,7 @@ impl Backend for Crun {
         // crash knows to ask crun to remove its container, and which cgroups
         // to remove if crun died before it knew them itself.
         rec.cgroup_paths = crun_cgroup(&req.bundle.spec, &rec.id)?.paths;
-        c.save_quick(rec)?;
+        c.save(rec)?;
         let pid_file = c.dir().join("crun.pid");
         let mut cmd = self.cmd(c.dir());
         cmd.arg("create")
