@@ -143,9 +143,7 @@ impl Runtime {
 
     /// Lock-free: a hook may call `berth state` while `create` holds the lock.
     pub fn state(&self, id: &str) -> Result<OciState> {
-        let (dir, rec) = self.root.read(id)?;
-        let status = backend(&rec.backend)?.status(&dir, &rec);
-        Ok(rec.oci_state(status))
+        state_of(&self.root, id)
     }
 
     /// Lock-free, like `state`: signals need no exclusive access.
@@ -278,9 +276,10 @@ impl Runtime {
     }
 
     pub fn list(&self) -> Result<Vec<OciState>> {
-        let mut out = Vec::new();
-        for id in self.root.list()? {
-            match self.state(&id) {
+        let ids = self.root.list()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, state) in ids.iter().zip(states_of(&self.root, &ids)) {
+            match state {
                 Ok(s) => out.push(s),
                 Err(BackendError::State(StateError::NotFound(_))) => {}
                 Err(e) => (self.warn)(&format!("list: container {id}: {e}")),
@@ -317,6 +316,40 @@ impl Runtime {
         }
         status
     }
+}
+
+/// One container's state: its record without the config, and the status
+/// its backend sees.
+fn state_of(root: &Root, id: &str) -> Result<OciState> {
+    let (dir, rec) = root.read_brief(id)?;
+    let status = backend(&rec.backend)?.status(&dir, &rec);
+    Ok(rec.oci_state(status))
+}
+
+/// The states of `ids`, in order. Each is a few small reads (state.json,
+/// /proc/PID/stat, the exec fifo), so with many containers they are spread
+/// over up to 4 threads, one per CPU.
+fn states_of(root: &Root, ids: &[String]) -> Vec<Result<OciState>> {
+    const PER_THREAD_MIN: usize = 64;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus.min(4).min(ids.len() / PER_THREAD_MIN).max(1);
+    let one = |id: &String| state_of(root, id);
+    if threads == 1 {
+        return ids.iter().map(one).collect();
+    }
+    let chunk = ids.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = ids.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let rest: Vec<_> = chunks
+            .map(|c| scope.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        let mut out: Vec<_> = first.iter().map(one).collect();
+        for h in rest {
+            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        out
+    })
 }
 
 impl Runtime {

@@ -35,7 +35,32 @@ fn read_stat(pid: i32) -> Option<Stat> {
     if pid <= 0 {
         return None;
     }
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    let buf = read_small(std::path::Path::new(&format!("/proc/{pid}/stat")), 512).ok()?;
+    parse_stat(std::str::from_utf8(&buf).ok()?)
+}
+
+/// The whole of a small file: open, read until EOF into a buffer of `hint`
+/// bytes (grown if needed), close. `fs::read` would add a statx and, for
+/// procfs (which reports size 0), grow its buffer from 32 bytes over several
+/// reads: `list` does this for every container.
+pub(crate) fn read_small(path: &std::path::Path, hint: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; hint];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), or
@@ -66,6 +91,19 @@ mod tests {
             "1234 ({comm}) {state} {} {start} 100 200\n",
             filler.join(" ")
         )
+    }
+
+    #[test]
+    fn read_small_reads_past_its_hint_and_procfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        fs::write(&p, &data).unwrap();
+        assert_eq!(read_small(&p, 16).unwrap(), data);
+        fs::write(&p, b"").unwrap();
+        assert!(read_small(&p, 16).unwrap().is_empty());
+        let stat = read_small(std::path::Path::new("/proc/self/stat"), 8).unwrap();
+        assert!(parse_stat(std::str::from_utf8(&stat).unwrap()).is_some());
     }
 
     #[test]

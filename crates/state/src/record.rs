@@ -47,6 +47,64 @@ pub struct Record {
     pub storage: Option<serde_json::Value>,
 }
 
+/// `state.json` as `state` and `list` need it: every field of [`Record`]
+/// but the config, of which only `ociVersion` is read. Skipping the config
+/// instead of building it as a JSON tree is most of the cost of `list`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BriefRecord {
+    id: String,
+    pid: i32,
+    pid_start: u64,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    created: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    backend: String,
+    #[serde(default)]
+    cgroup_paths: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    cgroup_shared: bool,
+    #[serde(default)]
+    config: Option<ConfigVersion>,
+    #[serde(default)]
+    storage: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct ConfigVersion {
+    #[serde(rename = "ociVersion")]
+    oci_version: Option<String>,
+}
+
+impl From<BriefRecord> for Record {
+    /// A [`Record`] whose `config` holds only `ociVersion` (when it had one).
+    fn from(b: BriefRecord) -> Record {
+        let config = match b.config.and_then(|c| c.oci_version) {
+            Some(v) => serde_json::json!({ "ociVersion": v }),
+            None => serde_json::Value::Null,
+        };
+        Record {
+            id: b.id,
+            pid: b.pid,
+            pid_start: b.pid_start,
+            bundle: b.bundle,
+            rootfs: b.rootfs,
+            created: b.created,
+            owner: b.owner,
+            annotations: b.annotations,
+            backend: b.backend,
+            cgroup_paths: b.cgroup_paths,
+            cgroup_shared: b.cgroup_shared,
+            config,
+            storage: b.storage,
+        }
+    }
+}
+
 impl Record {
     /// `ociVersion` of the stored config, else [`DEFAULT_OCI_VERSION`].
     pub fn oci_version(&self) -> &str {
@@ -204,6 +262,32 @@ pub(crate) mod tests {
         assert!(v.get("statusHint").is_none());
         let back: Record = serde_json::from_value(v).unwrap();
         assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn brief_record_is_the_record_with_only_the_config_version() {
+        let mut rec = sample("c1");
+        rec.storage = Some(serde_json::json!({"driver": "overlay"}));
+        let bytes = serde_json::to_vec(&rec).unwrap();
+        let brief: Record = serde_json::from_slice::<BriefRecord>(&bytes)
+            .unwrap()
+            .into();
+        assert_eq!(brief.config, serde_json::json!({"ociVersion": "1.0.2-dev"}));
+        assert_eq!(brief.oci_version(), rec.oci_version());
+        assert_eq!(
+            Record {
+                config: rec.config.clone(),
+                ..brief
+            },
+            rec
+        );
+        // A record saved before its config was known (null), or without one.
+        rec.config = serde_json::Value::Null;
+        let bytes = serde_json::to_vec(&rec).unwrap();
+        let brief: Record = serde_json::from_slice::<BriefRecord>(&bytes)
+            .unwrap()
+            .into();
+        assert_eq!(brief.oci_version(), DEFAULT_OCI_VERSION);
     }
 
     #[test]

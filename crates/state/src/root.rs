@@ -81,17 +81,30 @@ impl Root {
     /// hook calling `berth state` during `create`. Returns the container's
     /// directory too. A missing container or record is [`StateError::NotFound`].
     pub fn read(&self, id: &str) -> Result<(PathBuf, Record), StateError> {
-        validate_id(id)?;
-        let dir = self.path.join(id);
-        let path = dir.join(STATE_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if is_missing(&e) => return Err(StateError::NotFound(id.to_string())),
-            Err(e) => return Err(StateError::io("read", &path, e)),
-        };
+        let (dir, path, bytes) = self.read_bytes(id)?;
         let rec =
             serde_json::from_slice(&bytes).map_err(|source| StateError::Json { path, source })?;
         Ok((dir, rec))
+    }
+
+    /// [`Root::read`] without the stored config (its `config` holds only
+    /// `ociVersion`): for `state` and `list`, which report the status.
+    pub fn read_brief(&self, id: &str) -> Result<(PathBuf, Record), StateError> {
+        let (dir, path, bytes) = self.read_bytes(id)?;
+        let brief: crate::record::BriefRecord =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Json { path, source })?;
+        Ok((dir, brief.into()))
+    }
+
+    fn read_bytes(&self, id: &str) -> Result<(PathBuf, PathBuf, Vec<u8>), StateError> {
+        validate_id(id)?;
+        let dir = self.path.join(id);
+        let path = dir.join(STATE_FILE);
+        match crate::process::read_small(&path, 4096) {
+            Ok(b) => Ok((dir, path, b)),
+            Err(e) if is_missing(&e) => Err(StateError::NotFound(id.to_string())),
+            Err(e) => Err(StateError::io("read", &path, e)),
+        }
     }
 
     /// Ids of all containers under the root, sorted. A missing root is empty.
