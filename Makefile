@@ -29,11 +29,14 @@ all: build
 deps:
 	bash hack/deps.sh
 
+# berth is linked statically: crt-static goes to its final link only (build
+# scripts and proc macros stay dynamic), so start-up runs no dynamic loader
+# and no shared library pages count in its RSS.
 build:
-	$(CARGO) build --release
+	$(CARGO) rustc --release -p berth --bin berth -- -C target-feature=+crt-static
 
-build-all:
-	$(CARGO) build --release --workspace
+build-all: build
+	$(CARGO) build --release --workspace --exclude berth
 
 # berth-probe is copied into test root filesystems, so it must be static.
 probe:
