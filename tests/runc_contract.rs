@@ -615,3 +615,47 @@ fn delete_force_of_a_running_container_with_an_exec() {
     assert!(left.is_empty(), "delete --force left cgroups {left:?}");
     rt.run(&["delete", "--force", &id]).ok();
 }
+
+// ---- failures during create -------------------------------------------------
+
+/// The init fails while it mounts, before the parent has moved it into its
+/// cgroup: the error berth reports is the init's own, every time, not the
+/// broken pipe the parent's next step meets once the init has exited.
+#[test]
+fn an_init_that_fails_before_its_cgroup_move_reports_its_own_error() {
+    let rt = Runtime::new("early-fail");
+    let mut b = rt.bundle();
+    b.push(
+        "/mounts",
+        json!({"destination": "/mnt", "type": "bogusfs", "source": "none"}),
+    );
+    b.write();
+    for _ in 0..8 {
+        let id = rt.id();
+        let o = rt.run(&["create", "--bundle", b.path_str(), &id]).fails();
+        assert!(
+            o.stderr.contains("bogusfs") && !o.stderr.contains("Broken pipe"),
+            "not the init's mount error: {o}"
+        );
+        assert!(rt.state(&id).is_err(), "a failed create left state: {o}");
+    }
+}
+
+/// A record cut short (state.json is not fsynced, so a power loss can leave
+/// it empty where /run is on disk): `delete --force` removes the directory
+/// with a warning; without --force the error names the record.
+#[test]
+fn delete_force_removes_a_container_whose_record_is_unreadable() {
+    berth_integration::berth_only!();
+    let rt = Runtime::new("bad-record");
+    let id = rt.id();
+    let dir = rt.root().join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("state.json"), b"").unwrap();
+    let o = rt.run(&["delete", &id]).fails();
+    assert!(o.stderr.contains("state.json"), "{o}");
+    assert!(dir.exists());
+    let o = rt.run(&["delete", "--force", &id]).ok();
+    assert!(o.stderr.contains("removing its state directory"), "{o}");
+    assert!(!dir.exists(), "state directory left: {o}");
+}

@@ -353,7 +353,12 @@ impl Backend for Native {
 
     fn destroy(&self, c: &Container, rec: &Record) -> Result<()> {
         let status = self.status(c.dir(), rec);
-        if !matches!(status, Status::Stopped | Status::Creating) {
+        // A create that was killed may have left its init outside the cgroup
+        // (it is moved in while it mounts): kill the recorded init itself.
+        let creating_init = status == Status::Creating
+            && rec.pid > 0
+            && liveness(rec.pid, rec.pid_start) == Liveness::Alive;
+        if creating_init || !matches!(status, Status::Stopped | Status::Creating) {
             // SAFETY: kill(2) of the recorded, live init.
             unsafe { libc::kill(rec.pid, libc::SIGKILL) };
             // A frozen process dies only once thawed (the kill is pending).

@@ -258,6 +258,16 @@ impl Runtime {
                     Err(StateError::NotFound(id.into()).into())
                 };
             }
+            // An unreadable record (cut short by a power loss: state.json
+            // is not fsynced) names nothing berth could clean up; --force
+            // removes the directory so the id can be used again.
+            Err(e @ StateError::Json { .. }) if force => {
+                (self.warn)(&format!(
+                    "delete {id}: {e}; removing its state directory only (its processes, cgroups and mounts, if any survive, are not known)"
+                ));
+                c.destroy()?;
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         let engine = backend(&rec.backend)?;

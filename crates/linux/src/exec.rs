@@ -1,16 +1,14 @@
 //! `berth exec`: a new process in an existing container.
 //!
-//! berth forks twice, as `create` does, but joins instead of creating.
-//! Stage 1 (given execCPUAffinity.initial by the parent) joins the
+//! berth forks twice, as `create` does, but joins instead of creating. The
+//! parent places stage 1 in the container's cgroup (execCPUAffinity.initial
+//! applies while it moves, `final` once it is in). Stage 1 joins the
 //! namespaces of the container's init other than the mount namespace and
 //! forks the process (a pid namespace is entered only by a child forked
 //! after setns), then exits. The process opens its LSM attribute files
 //! through the host's /proc, joins the mount namespace (which gives it the
 //! container's root and working directory), and from there applies its
 //! [`ProcessPlan`] exactly as the container init does ([`crate::apply`]).
-//! The parent moves the process into the container's cgroup meanwhile; the
-//! process waits for that before it takes execCPUAffinity.final and its
-//! credentials, scheduler and limits, installs its seccomp filter and execs.
 //!
 //! Stage 1 and the process report on separate sockets, so the parent never
 //! has to sort their messages. The process's socket is close-on-exec: EOF
@@ -139,6 +137,14 @@ pub fn exec(req: ExecRequest<'_>) -> Result<Executed, LinuxError> {
             ))
         })?;
     }
+    // Stage 1 is moved before it forks the process, so the process is born
+    // in the cgroup: its pids limit and device rules apply from the fork
+    // (the move itself may wait for an RCU grace period, which `berth exec`
+    // started at its top, see berth_cgroups::prime_migration).
+    if let Some(cg) = req.cgroup {
+        cg.add(stage1_pid)
+            .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
+    }
     sync::send(sock, &Msg::Go).map_err(io_err("sync with exec set-up"))?;
     let pid = match recv(sock)? {
         Msg::Pid(p) => p,
@@ -148,14 +154,6 @@ pub fn exec(req: ExecRequest<'_>) -> Result<Executed, LinuxError> {
     guard.reap_stage1();
 
     let sock = process_parent.as_raw_fd();
-    // The process joins the mount namespace and prepares its credentials
-    // while it is moved (which may wait for an RCU grace period, see
-    // berth_cgroups::prime_migration); it waits for Go before the rest.
-    if let Some(cg) = req.cgroup {
-        cg.add(pid)
-            .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
-    }
-    sync::send(sock, &Msg::Go).map_err(io_err("sync with the exec'd process"))?;
     match recv_process(sock)? {
         Some(Msg::Ready) => {}
         Some(other) => return Err(unexpected(other)),
@@ -322,6 +320,15 @@ fn stage1_inner(plan: &Plan) -> Res<()> {
             .ctx(|| "process.oomScoreAdj: write /proc/self/oom_score_adj".into())?;
     }
     crate::init::hello(sync)?;
+    // In the container's cgroup now.
+    match &plan.process.extras.affinity_final {
+        Some(set) => sys::sched_setaffinity(0, &set.0)
+            .ctx(|| format!("process.execCPUAffinity.final: set {set:?}"))?,
+        // The kernel keeps only the CPUs the cgroup allows.
+        None => {
+            let _ = sys::sched_setaffinity(0, &plan.all_cpus);
+        }
+    }
     // Host root may join every namespace the container's user namespace
     // owns from outside it; a rootless berth has the rights to do so only
     // once inside. So: the others first, the user namespace, then those
@@ -378,27 +385,6 @@ fn process_inner(plan: &Plan) -> Res<Never> {
     }
     if p.terminal {
         apply::console(p, plan.console.as_ref().map(|c| c.as_raw_fd()), false)?;
-    }
-    // The parent moves this process into the container's cgroup meanwhile;
-    // the scheduler policy and everything after take effect inside it (an
-    // RT policy can keep a process out of a v1 cpu cgroup).
-    match sync::recv(plan.process_sync.as_raw_fd()) {
-        Ok(Some(Msg::Go)) => {}
-        Ok(_) => sys::exit_now(1),
-        Err(e) => {
-            return Err(Failed {
-                what: "sync with parent".into(),
-                err: Some(e),
-            })
-        }
-    }
-    match &p.extras.affinity_final {
-        Some(set) => sys::sched_setaffinity(0, &set.0)
-            .ctx(|| format!("process.execCPUAffinity.final: set {set:?}"))?,
-        // The kernel keeps only the CPUs the cgroup allows.
-        None => {
-            let _ = sys::sched_setaffinity(0, &plan.all_cpus);
-        }
     }
     let exe = apply::prepare(p, lsm)?;
     let listener = apply::install_notify(p)?;

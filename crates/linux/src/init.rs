@@ -107,6 +107,26 @@ pub(crate) fn hello(sync: RawFd) -> Res<()> {
     }
 }
 
+/// Wait until the parent has moved this process into the container's
+/// cgroup (its second Go), then make the cgroup namespace, whose root is the
+/// cgroup the process is in. Exits quietly if the parent failed instead.
+fn placed(plan: &Plan, sync: RawFd) -> Res<()> {
+    match sync::recv(sync) {
+        Ok(Some(Msg::Go)) => {}
+        Ok(_) => sys::exit_now(1),
+        Err(e) => {
+            return Err(Failed {
+                what: "sync with parent".into(),
+                err: Some(e),
+            })
+        }
+    }
+    if plan.unshare_flags & libc::CLONE_NEWCGROUP != 0 {
+        sys::unshare(libc::CLONE_NEWCGROUP).ctx(|| "create cgroup namespace".into())?;
+    }
+    Ok(())
+}
+
 /// While waiting for `start`, pid 1 of a pid namespace ignores signals it
 /// has no handler for; this makes `kill` of a created container work.
 extern "C" fn die_on_signal(sig: libc::c_int) {
@@ -152,6 +172,12 @@ enum Never {}
 fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     let sync = fds.sync.as_raw_fd();
     sys::umask(0);
+    // A tmpcopyup mount copies files into memory: that is charged to the
+    // container's memory cgroup only if the init is in it by then.
+    let copies = plan.mounts.iter().any(|m| m.tmpcopyup);
+    if copies {
+        placed(plan, sync)?;
+    }
     rootfs::prepare(plan)?;
     let root = rootfs::open_root(plan)?;
     rootfs::mount_all(plan, root.as_raw_fd())?;
@@ -170,19 +196,9 @@ fn init_inner(plan: &Plan, fds: &ChildFds) -> Res<Never> {
     // Everything above touches no cgroup, so it overlaps with the parent's
     // move of this process into the container's cgroup (which may wait for
     // an RCU grace period, see berth_cgroups::prime_migration). Hooks, the
-    // cgroup namespace and the user's program come after it.
-    match sync::recv(sync) {
-        Ok(Some(Msg::Go)) => {}
-        Ok(_) => sys::exit_now(1),
-        Err(e) => {
-            return Err(Failed {
-                what: "sync with parent".into(),
-                err: Some(e),
-            })
-        }
-    }
-    if plan.unshare_flags & libc::CLONE_NEWCGROUP != 0 {
-        sys::unshare(libc::CLONE_NEWCGROUP).ctx(|| "create cgroup namespace".into())?;
+    // console, the cgroup namespace and the user's program come after it.
+    if !copies {
+        placed(plan, sync)?;
     }
     let mut started_state = Vec::new();
     if plan.hook_sync {

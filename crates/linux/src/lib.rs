@@ -216,10 +216,15 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
     // filesystem meanwhile and waits for Go before anything that depends on
     // its cgroup (the cgroup namespace, hooks, its program).
     if let Some(cg) = req.cgroup {
-        cg.add(pid)
-            .map_err(|e| LinuxError::Init(format!("join cgroup: {e}")))?;
+        if let Err(e) = cg.add(pid) {
+            return Err(
+                queued_error(sock).unwrap_or_else(|| LinuxError::Init(format!("join cgroup: {e}")))
+            );
+        }
     }
-    sync::send(sock, &sync::Msg::Go).map_err(io_err("sync with container"))?;
+    if let Err(e) = sync::send(sock, &sync::Msg::Go) {
+        return Err(queued_error(sock).unwrap_or_else(|| io_err("sync with container")(e)));
+    }
 
     loop {
         match recv(sock)? {
@@ -260,6 +265,25 @@ pub fn create(req: CreateRequest<'_>, cb: &mut dyn HookState) -> Result<Created,
         pid,
         console_master,
     })
+}
+
+/// The init's own report, when it failed (and exited) before the parent's
+/// next step, which then failed for that reason (ESRCH, EPIPE): a message
+/// queued on the socket can still be read after its sender is gone.
+fn queued_error(sock: RawFd) -> Option<LinuxError> {
+    let mut pfd = libc::pollfd {
+        fd: sock,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) of one descriptor we own, without waiting.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+        return None;
+    }
+    match sync::recv(sock) {
+        Ok(Some(sync::Msg::Error(e))) => Some(LinuxError::Init(e)),
+        _ => None,
+    }
 }
 
 fn recv(sock: RawFd) -> Result<sync::Msg, LinuxError> {

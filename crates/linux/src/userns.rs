@@ -104,11 +104,7 @@ fn helper(pid: i32, kind: &str, map: &[u8], field: &str) -> Result<(), LinuxErro
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| euid.to_string());
+    let user = user_name(euid).unwrap_or_else(|| euid.to_string());
     let ranges = if kind == "uid" {
         "/etc/subuid"
     } else {
@@ -222,5 +218,35 @@ mod tests {
         assert_eq!(parse(map), vec![[0, 100000, 65536], [65536, 1000, 1]]);
         assert_eq!(shown(map), "0 100000 65536, 65536 1000 1");
         assert!(parse(b"").is_empty());
+    }
+}
+
+/// The name /etc/passwd gives `uid`, read directly: berth is linked
+/// statically, and glibc's NSS would load shared modules (systemd, sss)
+/// into it, which crashes a static binary.
+fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd_name(&text, uid)
+}
+
+fn passwd_name(text: &str, uid: u32) -> Option<String> {
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?.parse::<u32>().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod passwd_tests {
+    use super::passwd_name;
+
+    #[test]
+    fn names_come_from_the_passwd_text() {
+        let text = "root:x:0:0:root:/root:/bin/sh\n# comment\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(passwd_name(text, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(text, 1000).as_deref(), Some("alice"));
+        assert_eq!(passwd_name(text, 54321), None);
     }
 }
