@@ -50,7 +50,9 @@ fn main() -> ExitCode {
     // (create starts it once the container's cgroup exists, see the native
     // backend).
     if matches!(cli.command, Command::Exec(_)) {
-        drop(berth_cgroups::prime_migration());
+        if let Ok(h) = berth_cgroups::Hierarchies::detect() {
+            drop(berth_cgroups::prime_migration(&h));
+        }
     }
     let logger = match Logger::open(cli.log.as_deref(), cli.log_format, cli.debug) {
         Ok(l) => std::rc::Rc::new(l),

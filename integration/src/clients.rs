@@ -166,6 +166,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// `ctr -a SOCK -n NS ARGS…`, with a timeout.
     pub fn ctr(&self, args: &[&str]) -> crate::Out {
+        self.ctr_within(args, CTR_TIMEOUT)
+    }
+
+    fn ctr_within(&self, args: &[&str], timeout: std::time::Duration) -> crate::Out {
         let mut cmd = std::process::Command::new("ctr");
         cmd.arg("-a")
             .arg(&self.sock)
@@ -175,7 +179,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         crate::exec(
             cmd,
             crate::Opts {
-                timeout: CTR_TIMEOUT,
+                timeout,
                 ..Default::default()
             },
         )
@@ -292,21 +296,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let short = |args: &[&str]| {
-            let mut cmd = std::process::Command::new("ctr");
-            cmd.arg("-a")
-                .arg(&self.sock)
-                .arg("-n")
-                .arg(&self.ns)
-                .args(args);
-            crate::exec(
-                cmd,
-                crate::Opts {
-                    timeout: std::time::Duration::from_secs(15),
-                    ..Default::default()
-                },
-            )
-        };
+        let short = |args: &[&str]| self.ctr_within(args, std::time::Duration::from_secs(15));
         if self.child.is_some() {
             let ids: Vec<String> = short(&["containers", "ls", "-q"])
                 .stdout
@@ -353,7 +343,7 @@ impl Drop for Containerd {
                 );
             }
         }
-        detach_mounts_under(&self.dir);
+        crate::detach_mounts_under(&self.dir);
         // /NS/ID cgroups: children first, then the namespace's own.
         for ns_cg in crate::cgroup_dirs_named(&self.ns) {
             remove_cgroup_tree(&ns_cg);
@@ -363,7 +353,7 @@ impl Drop for Containerd {
 }
 
 /// rmdir a cgroup directory and every cgroup below it, deepest first.
-fn remove_cgroup_tree(dir: &Path) {
+pub(crate) fn remove_cgroup_tree(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -374,21 +364,10 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-fn which(bin: &str) -> Option<PathBuf> {
+/// `bin` found in a directory of $PATH.
+pub(crate) fn which(bin: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(bin))
         .find(|p| p.is_file())
-}
-
-/// Lazily unmount everything at or under `dir`, deepest first.
-fn detach_mounts_under(dir: &Path) {
-    let mut m = crate::host_mounts_under(dir);
-    m.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for mp in m {
-        if let Ok(c) = std::ffi::CString::new(mp) {
-            // SAFETY: umount2(2) with a valid C string.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::clients::{remove_cgroup_tree, which};
 use crate::oci::{Compression, ImageBuilder, LayerBuilder};
 
 /// The name the runtime is registered under (`docker run --runtime NAME`).
@@ -281,7 +282,7 @@ impl Drop for Docker {
                 );
             }
         }
-        detach_mounts_under(&self.dir);
+        crate::detach_mounts_under(&self.dir);
         for cg in crate::cgroup_dirs_named(&self.cgroup_parent) {
             remove_cgroup_tree(&cg);
         }
@@ -296,37 +297,6 @@ impl Drop for Docker {
                     let _ = std::fs::remove_dir(p);
                 }
             }
-        }
-    }
-}
-
-/// rmdir a cgroup directory and every cgroup below it, deepest first.
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-/// Lazily unmount everything at or under `dir`, deepest first.
-fn detach_mounts_under(dir: &Path) {
-    let mut m = crate::host_mounts_under(dir);
-    m.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for mp in m {
-        if let Ok(c) = std::ffi::CString::new(mp) {
-            // SAFETY: umount2(2) with a valid C string.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }

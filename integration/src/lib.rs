@@ -703,7 +703,7 @@ pub fn host_mounts_under(dir: &Path) -> Vec<String> {
 
 /// Lazily unmount anything left mounted at or under `dir` (deepest first), so
 /// that removing the dir never reaches through a leaked bind mount.
-fn detach_mounts_under(dir: &Path) {
+pub(crate) fn detach_mounts_under(dir: &Path) {
     let mut m = host_mounts_under(dir);
     m.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for mp in m {

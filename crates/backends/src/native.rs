@@ -188,7 +188,8 @@ impl Backend for Native {
             .as_ref()
             .and_then(|l| l.cgroups_path().as_ref())
             .map(|p| p.to_string_lossy().into_owned());
-        let mut cgroup = Hierarchies::detect()?.container_with(
+        let hierarchies = Hierarchies::detect()?;
+        let mut cgroup = hierarchies.container_with(
             cgroups_path.as_deref(),
             &rec.id,
             req.opts.systemd_cgroup,
@@ -227,7 +228,7 @@ impl Backend for Native {
         // runs while the init mounts its root filesystem. Not earlier: while
         // it waits, the kernel holds the lock every cgroup mkdir and write
         // above takes.
-        drop(berth_cgroups::prime_migration());
+        drop(berth_cgroups::prime_migration(&hierarchies));
         let console = match (&req.opts.console_socket, req.keep_console) {
             (Some(p), _) => Console::Socket(p),
             (None, true) => Console::Keep,

@@ -26,9 +26,9 @@ use crate::Hierarchies;
 
 /// Start the no-op migration in a background thread; the returned handle may
 /// be dropped (the thread ends on its own within one grace period). `None`
-/// when no hierarchy holding this process could be found.
-pub fn prime_migration() -> Option<JoinHandle<io::Result<()>>> {
-    let procs = own_procs_file()?;
+/// when no hierarchy of `h` holding this process could be found.
+pub fn prime_migration(h: &Hierarchies) -> Option<JoinHandle<io::Result<()>>> {
+    let procs = own_procs_file(h)?;
     std::thread::Builder::new()
         .name("cgroup-prime".into())
         .stack_size(64 * 1024)
@@ -38,8 +38,7 @@ pub fn prime_migration() -> Option<JoinHandle<io::Result<()>>> {
 
 /// `cgroup.procs` of this process's own cgroup in one hierarchy: the first
 /// (cgroup2 preferred) whose mount shows the cgroup /proc/self/cgroup names.
-fn own_procs_file() -> Option<PathBuf> {
-    let h = Hierarchies::detect().ok()?;
+fn own_procs_file(h: &Hierarchies) -> Option<PathBuf> {
     let mut list: Vec<_> = h.list.iter().collect();
     list.sort_by_key(|h| !h.is_unified());
     list.into_iter()
@@ -73,7 +72,8 @@ mod tests {
     #[test]
     fn priming_leaves_this_process_where_it_was() {
         let before = fs::read_to_string("/proc/self/cgroup").unwrap();
-        let handle = prime_migration().expect("a hierarchy holding this process");
+        let h = Hierarchies::detect().unwrap();
+        let handle = prime_migration(&h).expect("a hierarchy holding this process");
         handle.join().unwrap().expect("no-op migration written");
         assert_eq!(fs::read_to_string("/proc/self/cgroup").unwrap(), before);
     }
